@@ -1,0 +1,1 @@
+"""Merchant accounts and their API keys."""

@@ -1,0 +1,84 @@
+"""create_app(settings) -> the ASGI app: API, docs and (in `kassa serve`) the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kassa.config import Settings
+from kassa.context import ServiceContext, build_context
+from kassa.db.database import Database, open_database
+from kassa.http.api import Api, Dispatcher, json_response
+from kassa.http.auth import Authenticator
+from kassa.http.openapi import docs_routes
+from kassa.http.ratelimit import RateLimiter
+from kassa.payments.endpoints import api as payments_api
+from kassa.tasks.endpoints import api as tasks_api
+from kassa.worker.runner import Worker
+
+log = logging.getLogger("kassa")
+
+
+def all_operations() -> Api:
+    api = Api()
+    for part in (tasks_api, payments_api):
+        api.operations.extend(part.operations)
+    return api
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return json_response(exc.status_code, {"error": {"code": code, "message": str(exc.detail)}})
+
+
+async def _server_error(_: Request, exc: Exception) -> Response:
+    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    return json_response(500, {"error": {"code": "internal_error",
+                                         "message": "Internal error. Please try again."}})
+
+
+async def _health(_: Request) -> Response:
+    return json_response(200, {"status": "ok"})
+
+
+def create_app(settings: Settings, *, db: Database | None = None,
+               ctx: ServiceContext | None = None, run_worker: bool | None = None) -> Starlette:
+    ctx = ctx or build_context(settings)
+    db = db or open_database(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                             sqlite_synchronous=settings.sqlite_synchronous)
+    api = all_operations()
+    dispatcher = Dispatcher(db, ctx, Authenticator(db, ctx),
+                            RateLimiter(settings.rate_limit, settings.redis_url))
+    with_worker = settings.run_worker if run_worker is None else run_worker
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        worker = Worker(db, ctx) if with_worker else None
+        task = asyncio.create_task(worker.run_forever()) if worker else None
+        try:
+            yield
+        finally:
+            if worker and task:
+                worker.stop()
+                await task
+            db.close()
+
+    routes = [Route("/healthz", _health, methods=["GET"]), *dispatcher.routes(api),
+              *docs_routes(api, ctx.public_url)]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+    app.state.db = db
+    app.state.ctx = ctx
+    return app

@@ -1,0 +1,1 @@
+"""Upstream payment channels behind one interface. Wire <-> core translation lives here."""

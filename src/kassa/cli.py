@@ -1,0 +1,180 @@
+"""kassa serve | worker | migrate | accounts | demo."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+
+import click
+import orjson
+
+from kassa.accounts import service as accounts
+from kassa.accounts.schemas import NewAccount, Tier
+from kassa.config import Settings
+from kassa.context import ServiceContext, build_context
+from kassa.db.database import open_database
+from kassa.db.migrate import upgrade
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _print_account(account: NewAccount, as_json: bool) -> None:
+    if as_json:
+        click.echo(orjson.dumps(dataclasses.asdict(account), option=orjson.OPT_INDENT_2))
+        return
+    click.echo(f"Account {account.account_id} ({account.name}, {account.tier})")
+    for pair in account.keys:
+        click.echo(f"  {pair.mode} key:    {pair.api_key}")
+        click.echo(f"  {pair.mode} secret: {pair.api_secret}")
+    click.echo(f"  webhook secret: {account.webhook_secret}")
+    click.echo("Keys and secrets are shown once; Kassa stores only their keyed hashes.")
+
+
+@click.group(help="Kassa: a self-hosted payment gateway for task marketplaces.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Apply database migrations (SQLite by default; KASSA_DATABASE_URL for "
+                   "PostgreSQL).")
+def migrate() -> None:
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    click.echo("database is up to date")
+
+
+def _ensure_demo(settings: Settings, ctx: ServiceContext) -> None:
+    db = open_database(settings.resolved_database_url, pool_size=2,
+                       sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        created = db.write_sync(lambda conn: accounts.ensure_demo_account(conn, ctx))
+        account_id, webhook_secret = db.write_sync(
+            lambda conn: accounts.demo_account_credentials(conn, ctx))  # type: ignore[misc]
+    finally:
+        db.close()
+    if created is not None:
+        click.echo("Created the demo account.")
+        live = created.keys[0]
+        click.echo(f"  live key:    {live.api_key}   (shown once)")
+        click.echo(f"  live secret: {live.api_secret}   (shown once)")
+    click.echo(f"Demo account {account_id} (test mode, sandbox channel):")
+    click.echo(f"  test key:       {accounts.DEMO_TEST_KEY}")
+    click.echo(f"  test secret:    {accounts.DEMO_TEST_SECRET}")
+    click.echo(f"  webhook secret: {webhook_secret}")
+
+
+@main.command(help="Run the API, the worker and the pages in one process.")
+@click.option("--host", default=None, help="Bind address (KASSA_HOST, default 127.0.0.1)")
+@click.option("--port", type=int, default=None, help="Port (KASSA_PORT, default 8000)")
+@click.option("--demo/--no-demo", default=False,
+              help="Create the demo account if missing and print its credentials")
+@click.option("--no-worker", is_flag=True, help="Serve the API only (run `kassa worker` apart)")
+@click.option("--no-migrate", is_flag=True, help="Do not apply migrations at start-up")
+@click.option("--log-level", default="info")
+def serve(host: str | None, port: int | None, demo: bool, no_worker: bool, no_migrate: bool,
+          log_level: str) -> None:
+    import uvicorn
+
+    from kassa.app import create_app
+
+    _setup_logging(log_level)
+    overrides: dict[str, object] = {}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if not no_migrate:
+        upgrade(settings.resolved_database_url)
+    ctx = build_context(settings)
+    if demo:
+        _ensure_demo(settings, ctx)
+    app = create_app(settings, ctx=ctx, run_worker=not no_worker and settings.run_worker)
+    click.echo(f"Kassa listening on http://{settings.host}:{settings.port} "
+               f"(docs at /docs, database {settings.resolved_database_url.split('://')[0]})")
+    uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+                access_log=False, log_level=log_level, lifespan="on")
+
+
+@main.command(help="Run durable jobs only (any number of workers may share one PostgreSQL).")
+@click.option("--log-level", default="info")
+def worker(log_level: str) -> None:
+    from kassa.worker.runner import Worker
+
+    _setup_logging(log_level)
+    settings = _settings()
+    ctx = build_context(settings)
+    db = open_database(settings.resolved_database_url, pool_size=4,
+                       sqlite_synchronous=settings.sqlite_synchronous)
+
+    async def run() -> None:
+        w = Worker(db, ctx)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, w.stop)
+        await w.run_forever()
+
+    try:
+        asyncio.run(run())
+    finally:
+        db.close()
+
+
+@main.group(help="Create and list merchant accounts.")
+def accounts_cmd() -> None:
+    pass
+
+
+main.add_command(accounts_cmd, name="accounts")
+
+
+@accounts_cmd.command("create", help="Create an account; prints its keys and secrets once.")
+@click.option("--name", required=True)
+@click.option("--tier", type=click.Choice([t.value for t in Tier]), default=Tier.STANDARD.value)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output")
+def accounts_create(name: str, tier: str, as_json: bool) -> None:
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    ctx = build_context(settings)
+    db = open_database(settings.resolved_database_url, pool_size=2)
+    try:
+        account = db.write_sync(lambda conn: accounts.create_account(conn, ctx, name=name,
+                                                                     tier=tier))
+    finally:
+        db.close()
+    _print_account(account, as_json)
+
+
+@accounts_cmd.command("list", help="List accounts.")
+def accounts_list() -> None:
+    from kassa.accounts import repository
+
+    settings = _settings()
+    db = open_database(settings.resolved_database_url, pool_size=2)
+    try:
+        rows = db.write_sync(repository.list_accounts)
+    finally:
+        db.close()
+    for row in rows:
+        click.echo(f"{row.account_id}\t{row.tier}\t{row.name}")
+
+
+@main.command(help="Create the demo account (seed sandbox credentials) if missing.")
+def demo() -> None:
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    _ensure_demo(settings, build_context(settings))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Settings from the environment (prefix KASSA_), with defaults that run as-is."""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KASSA_", extra="ignore")
+
+    # Where data lives. The embedded default is one SQLite file in data_dir.
+    data_dir: Path = Path("kassa-data")
+    database_url: str = ""
+    # Server key: peppers the key/secret hashes and derives per-account signing
+    # secrets. Read from here, else from <data_dir>/server.key (made on first run).
+    secret_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""  # base of payment_url / qr_code_url; default http://host:port
+
+    # Money
+    platform_fee_bps: int = Field(2000, ge=0, le=10_000)
+    fx_rates: dict[str, Decimal] = {"USD": Decimal("7.1000")}  # CNY per unit
+    min_amount_cents: int = 1_000
+    max_amount_cents: int = 5_000_000
+    daily_limit_cents: dict[str, int | None] = {
+        "standard": 10_000_000,
+        "verified": 50_000_000,
+        "enterprise": None,
+    }
+
+    # Sandbox channel: test-mode payments settle by themselves after this delay.
+    sandbox_settle_seconds: float = 5.0
+
+    # Rate limiting per API key ("limits" notation); Redis shares it across processes.
+    rate_limit: str = "100/second"
+    redis_url: str = ""
+
+    # Workers
+    run_worker: bool = True  # `kassa serve` runs the worker in-process
+    worker_poll_seconds: float = 0.25
+    worker_batch_size: int = 50
+    job_lease_seconds: float = 60.0
+    job_max_attempts: int = 12
+
+    # Caches and limits
+    auth_cache_seconds: float = 10.0
+    max_body_bytes: int = 64 * 1024
+    idempotency_ttl_seconds: int = 24 * 3600
+    db_pool_size: int = 12
+    sqlite_synchronous: str = "FULL"
+
+    @field_validator("sqlite_synchronous")
+    @classmethod
+    def _sync_mode(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError("sqlite_synchronous must be FULL, NORMAL or EXTRA")
+        return v
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{(self.data_dir / 'kassa.sqlite3').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def server_key(self) -> bytes:
+        """The server key; generated once into the data dir when not configured."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "server.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(secrets.token_hex(32))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        return path.read_text().strip().encode()

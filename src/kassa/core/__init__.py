@@ -1,0 +1,1 @@
+"""Pure domain: money, ids, state machines, ledger entries. Standard library only."""

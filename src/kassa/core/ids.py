@@ -1,0 +1,49 @@
+"""Prefixed public identifiers: ord_, ref_, txn_, evt_, acc_, key_."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _random(n: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
+
+
+def new_id(prefix: str, length: int = 20) -> str:
+    return f"{prefix}_{_random(length)}"
+
+
+def order_id() -> str:
+    return new_id("ord")
+
+
+def refund_id() -> str:
+    return new_id("ref")
+
+
+def transaction_id() -> str:
+    return new_id("txn")
+
+
+def event_id() -> str:
+    return new_id("evt")
+
+
+def account_id() -> str:
+    return new_id("acc", 16)
+
+
+def task_id() -> str:
+    """Tasks are identified by UUIDs, as the seed's API reference says."""
+    return str(uuid.uuid4())
+
+
+def api_key(mode: str) -> str:
+    return f"zr_{mode}_{secrets.token_hex(24)}"
+
+
+def api_secret() -> str:
+    return f"sk_{secrets.token_urlsafe(32)}"

@@ -1,0 +1,68 @@
+"""Double-entry ledger entries: two or more postings that sum to zero."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class UnbalancedEntry(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    account: str
+    amount: int  # signed minor units; debits positive, credits negative
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    kind: str
+    currency: str
+    postings: tuple[Posting, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.postings) < 2:
+            raise UnbalancedEntry("an entry needs two or more postings")
+        if any(isinstance(p.amount, bool) or not isinstance(p.amount, int) for p in self.postings):
+            raise UnbalancedEntry("postings are integer minor units")
+        if sum(p.amount for p in self.postings) != 0:
+            raise UnbalancedEntry("postings must sum to zero")
+
+
+def transfer(kind: str, currency: str, *, source: str, destination: str, amount: int,
+             description: str = "") -> Entry:
+    """Move `amount` from `source` to `destination` as one balanced entry."""
+    if amount <= 0:
+        raise UnbalancedEntry("a transfer moves a positive amount")
+    return Entry(
+        kind=kind,
+        currency=currency,
+        postings=(Posting(source, -amount), Posting(destination, amount)),
+        description=description,
+    )
+
+
+# Ledger account names (SPEC §3), per mode.
+def external(channel: str) -> str:
+    return f"external:{channel}"
+
+
+def customer_available(account_id: str) -> str:
+    return f"customer:{account_id}:available"
+
+
+def customer_escrow(account_id: str) -> str:
+    return f"customer:{account_id}:escrow"
+
+
+def customer_refunds_in_flight(account_id: str) -> str:
+    return f"customer:{account_id}:refunds_in_flight"
+
+
+def worker_payable(worker_id: str) -> str:
+    return f"worker:{worker_id}:payable"
+
+
+PLATFORM_REVENUE = "platform:revenue"

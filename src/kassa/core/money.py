@@ -1,0 +1,97 @@
+"""Money as integer minor units beside a currency.
+
+`float` never touches money here: decimal strings are parsed with `Decimal` and
+rejected when they carry more places than the currency has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+# Minor units per currency (ISO 4217 exponent). USDT is carried with 2 places in
+# Kassa's wire formats (seed 002 sends amounts as 2-decimal strings).
+CURRENCY_EXPONENT: dict[str, int] = {"CNY": 2, "USD": 2, "USDT": 2}
+SUPPORTED_CURRENCIES = frozenset(CURRENCY_EXPONENT)
+SETTLEMENT_CURRENCY = "CNY"
+
+
+class MoneyError(ValueError):
+    """A money value that cannot be represented exactly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    minor: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.minor, bool) or not isinstance(self.minor, int):
+            raise MoneyError("money is an integer number of minor units")
+        if self.currency not in CURRENCY_EXPONENT:
+            raise MoneyError(f"unsupported currency {self.currency!r}")
+
+    def to_decimal(self) -> Decimal:
+        """The major-unit value, exact: 5000 CNY cents -> Decimal('50.00')."""
+        exp = CURRENCY_EXPONENT[self.currency]
+        return Decimal(self.minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp))
+
+    def to_decimal_string(self) -> str:
+        return str(self.to_decimal())
+
+
+def parse_decimal_amount(text: str, currency: str) -> Money:
+    """Parse a major-unit decimal string ("5.67", "1", "1.0") into minor units.
+
+    Rejects floats' spellings that are not plain decimals (exponents, NaN,
+    infinities, signs other than a plain positive number) and values with more
+    decimal places than the currency allows.
+    """
+    if currency not in CURRENCY_EXPONENT:
+        raise MoneyError(f"unsupported currency {currency!r}")
+    if not isinstance(text, str):
+        raise MoneyError("amount must be a decimal string")
+    stripped = text.strip()
+    if not stripped or any(c not in "0123456789." for c in stripped) or stripped.count(".") > 1:
+        raise MoneyError(f"amount {text!r} is not a plain decimal number")
+    if stripped.startswith(".") or stripped.endswith("."):
+        raise MoneyError(f"amount {text!r} is not a plain decimal number")
+    try:
+        value = Decimal(stripped)
+    except InvalidOperation as exc:  # pragma: no cover - guarded by the character check
+        raise MoneyError(f"amount {text!r} is not a number") from exc
+    exp = CURRENCY_EXPONENT[currency]
+    places = -value.as_tuple().exponent  # type: ignore[operator]
+    if places > exp:
+        raise MoneyError(f"amount {text!r} has more than {exp} decimal places")
+    return Money(int(value.scaleb(exp)), currency)
+
+
+def round_half_up(value: Decimal) -> int:
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+@dataclass(frozen=True, slots=True)
+class FeeSplit:
+    total: int
+    platform_fee: int
+    worker_payout: int
+
+
+def split_fee(amount: int, fee_bps: int) -> FeeSplit:
+    """platform_fee = round_half_up(amount * fee_bps / 10000); the parts sum to the whole."""
+    if amount < 0:
+        raise MoneyError("amount must not be negative")
+    if not 0 <= fee_bps <= 10_000:
+        raise MoneyError("fee must be between 0 and 10000 basis points")
+    fee = round_half_up(Decimal(amount) * Decimal(fee_bps) / Decimal(10_000))
+    return FeeSplit(total=amount, platform_fee=fee, worker_payout=amount - fee)
+
+
+def convert(amount_minor: int, rate: Decimal) -> int:
+    """Convert minor units at `rate` (target per source unit), rounding half up."""
+    return round_half_up(Decimal(amount_minor) * rate)
+
+
+def format_major(minor: int, currency: str = SETTLEMENT_CURRENCY) -> Decimal:
+    return Money(minor, currency).to_decimal()

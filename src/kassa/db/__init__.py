@@ -1,0 +1,1 @@
+"""Engine, sessions, tables and migrations (SQLite and PostgreSQL)."""

@@ -1,0 +1,263 @@
+"""Tables. Every business row carries its account and mode; live and test never mix."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are stored as UTC and always come back timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+Money = BigInteger  # minor units
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("tier", String(20), nullable=False),
+    Column("webhook_secret_version", Integer, nullable=False, server_default="1"),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("key_hint", String(40), nullable=False),  # prefix and last 4, for display
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    ForeignKeyConstraint(["account_id"], ["accounts.account_id"]),
+    Index(None, "account_id"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("task_id", String(64), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("currency", String(4), nullable=False),
+    Column("payment_method", String(20), nullable=True),
+    Column("return_url", Text, nullable=True),
+    Column("callback_url", Text, nullable=True),
+    Column("metadata_json", Text, nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("current_order_id", String(40), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("account_id", "mode", "task_id"),
+    ForeignKeyConstraint(["account_id"], ["accounts.account_id"]),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("task_id", String(64), nullable=True),
+    Column("amount", Money, nullable=False),
+    Column("currency", String(4), nullable=False),
+    Column("amount_cny", Money, nullable=False),
+    Column("fx_rate", String(24), nullable=True),  # Decimal as text; CNY per unit
+    Column("fee_bps", Integer, nullable=False),  # platform fee quoted at creation
+    Column("payment_method", String(20), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("return_url", Text, nullable=True),
+    Column("callback_url", Text, nullable=True),
+    Column("metadata_json", Text, nullable=True),
+    Column("card_brand", String(20), nullable=True),
+    Column("card_last4", String(4), nullable=True),
+    Column("sandbox_outcome", String(24), nullable=True),
+    Column("failure_code", String(40), nullable=True),
+    Column("failure_message", String(200), nullable=True),
+    Column("transaction_id", String(40), nullable=True),
+    Column("limit_day", String(10), nullable=False),  # Asia/Shanghai day it counts against
+    Column("refunded_cents", Money, nullable=False, server_default="0"),
+    Column("released_cents", Money, nullable=False, server_default="0"),
+    Column("event_seq", Integer, nullable=False, server_default="0"),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("paid_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    ForeignKeyConstraint(["account_id"], ["accounts.account_id"]),
+    Index(None, "account_id", "mode", "created_at"),
+    # One live order per task, enforced by the database itself.
+    Index(
+        "uq_orders_live_task",
+        "account_id",
+        "mode",
+        "task_id",
+        unique=True,
+        sqlite_where=text("status IN ('pending','processing','completed','refunded')"),
+        postgresql_where=text("status IN ('pending','processing','completed','refunded')"),
+    ),
+)
+
+daily_volume = Table(
+    "daily_volume",
+    metadata,
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("amount_cny", Money, nullable=False),
+    PrimaryKeyConstraint("account_id", "mode", "day"),
+)
+
+ledger_transactions = Table(
+    "ledger_transactions",
+    metadata,
+    Column("transaction_id", String(40), primary_key=True),
+    Column("mode", String(4), nullable=False),
+    Column("account_id", String(40), nullable=True),
+    Column("kind", String(20), nullable=False),
+    Column("order_id", String(40), nullable=True),
+    Column("currency", String(4), nullable=False),
+    Column("description", String(300), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "account_id", "mode", "created_at"),
+    Index(None, "order_id"),
+)
+
+ledger_postings = Table(
+    "ledger_postings",
+    metadata,
+    Column("posting_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("transaction_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("ledger_account", String(120), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("currency", String(4), nullable=False),
+    ForeignKeyConstraint(["transaction_id"], ["ledger_transactions.transaction_id"]),
+    Index(None, "transaction_id"),
+    Index(None, "mode", "ledger_account"),
+)
+
+# Cached balances, updated in the same transaction as the postings (checked by tests).
+ledger_balances = Table(
+    "ledger_balances",
+    metadata,
+    Column("mode", String(4), nullable=False),
+    Column("ledger_account", String(120), nullable=False),
+    Column("currency", String(4), nullable=False),
+    Column("balance", Money, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("mode", "ledger_account", "currency"),
+)
+
+# The outbox: every announced state change, written with the change itself.
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("object_id", String(64), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("payload_json", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("object_id", "sequence"),
+    Index(None, "account_id", "mode", "created_at"),
+)
+
+# Durable jobs, claimed with a lease (FOR UPDATE SKIP LOCKED on PostgreSQL).
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("kind", String(40), nullable=False),
+    Column("ref", String(64), nullable=False),
+    Column("run_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("locked_by", String(64), nullable=True),
+    Column("lease_token", String(32), nullable=True),
+    Column("locked_until", UTCDateTime, nullable=True),
+    Column("dead", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "dead", "run_at"),
+)
+
+# A record of every job run that changed something (audit, and proof of run-once).
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("job_id", BigInteger, primary_key=True),
+    Column("kind", String(40), nullable=False),
+    Column("ref", String(64), nullable=False),
+    Column("worker", String(64), nullable=False),
+    Column("outcome", String(40), nullable=False),
+    Column("finished_at", UTCDateTime, nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("response_status", Integer, nullable=False),
+    Column("response_body", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("account_id", "mode", "idempotency_key"),
+    Index(None, "created_at"),
+)

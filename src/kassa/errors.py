@@ -1,0 +1,110 @@
+"""Kassa's error tree. Every error has a stable `.code` and `.http_status`.
+
+    KassaError                       (4xx/5xx in the seed's {"error": {...}} format)
+    ├── ClientError                  the request is wrong: fix it, don't retry as is
+    │   ├── ValidationError          400 validation_error (with per-field details)
+    │   ├── AmountMismatch           400 amount_mismatch
+    │   ├── LimitExceeded            400 limit_exceeded
+    │   ├── PaymentMethodUnavailable 400 payment_method_unavailable
+    │   ├── IdempotencyKeyReused     400 idempotency_key_reused
+    │   └── InsufficientFunds        400 insufficient_funds
+    ├── AuthError                    401 invalid_credentials
+    ├── NotFound                     404 task_not_found / order_not_found / not_found
+    ├── Conflict                     409 duplicate_order / request_in_progress: look, then retry
+    └── RateLimited                  429 rate_limit_exceeded: wait Retry-After seconds
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KassaError(Exception):
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+
+
+class ClientError(KassaError):
+    code = "bad_request"
+    http_status = 400
+
+
+class ValidationError(ClientError):
+    code = "validation_error"
+
+
+class AmountMismatch(ClientError):
+    code = "amount_mismatch"
+
+
+class LimitExceeded(ClientError):
+    code = "limit_exceeded"
+
+
+class PaymentMethodUnavailable(ClientError):
+    code = "payment_method_unavailable"
+
+
+class IdempotencyKeyReused(ClientError):
+    code = "idempotency_key_reused"
+
+
+class InsufficientFunds(ClientError):
+    code = "insufficient_funds"
+
+
+class AuthError(KassaError):
+    code = "invalid_credentials"
+    http_status = 401
+
+
+class NotFound(KassaError):
+    code = "not_found"
+    http_status = 404
+
+
+class TaskNotFound(NotFound):
+    code = "task_not_found"
+
+
+class OrderNotFound(NotFound):
+    code = "order_not_found"
+
+
+class Conflict(KassaError):
+    code = "conflict"
+    http_status = 409
+
+
+class DuplicateOrder(Conflict):
+    code = "duplicate_order"
+
+
+class DuplicateTask(Conflict):
+    code = "duplicate_task"
+
+
+class RequestInProgress(Conflict):
+    code = "request_in_progress"
+
+
+class RateLimited(KassaError):
+    code = "rate_limit_exceeded"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int, **extra: Any) -> None:
+        super().__init__(message, **extra)
+        self.retry_after = retry_after
+
+
+class PayloadTooLarge(ClientError):
+    code = "request_too_large"
+    http_status = 413

@@ -1,0 +1,1 @@
+"""The event outbox: every announced state change, recorded with the change itself."""

@@ -1,0 +1,39 @@
+"""All SQL about events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Row, insert, select
+
+from kassa.core import ids
+from kassa.core.clock import iso
+from kassa.db.tables import events
+
+_insert = insert(events)
+
+
+def record(conn: Connection, *, account_id: str, mode: str, event_type: str, object_id: str,
+           sequence: int, data: dict[str, Any], now: datetime) -> str:
+    """Record an event in the caller's transaction (it vanishes if that rolls back)."""
+    event_id = ids.event_id()
+    payload = {
+        "event_id": event_id,
+        "event": event_type,
+        "timestamp": iso(now),
+        "sequence": sequence,
+        "data": data,
+    }
+    conn.execute(_insert, {
+        "event_id": event_id, "account_id": account_id, "mode": mode, "event_type": event_type,
+        "object_id": object_id, "sequence": sequence, "payload_json": orjson.dumps(payload).decode(),
+        "created_at": now,
+    })
+    return event_id
+
+
+def for_object(conn: Connection, object_id: str) -> list[Row[Any]]:
+    stmt = select(events).where(events.c.object_id == object_id).order_by(events.c.sequence)
+    return list(conn.execute(stmt).all())

@@ -1,0 +1,1 @@
+"""The HTTP edge shared by every area: routing, auth, rate limits, errors, OpenAPI."""

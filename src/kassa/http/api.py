@@ -1,0 +1,232 @@
+"""Routes declared once, with their models: dispatch and the OpenAPI document both
+come from the same declaration.
+
+An endpoint turns a validated call into a *unit of work* (a function of a
+database connection returning a status and a JSON-able body). This module owns
+everything around it: credentials, rate limit, body size, JSON and model
+validation, Idempotency-Key, the transaction, and errors in the seed's format.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pydantic
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kassa.accounts.schemas import Principal
+from kassa.context import ServiceContext
+from kassa.db.database import Database
+from kassa.errors import (
+    KassaError,
+    PayloadTooLarge,
+    RateLimited,
+    RequestInProgress,
+    ValidationError,
+)
+from kassa.http.auth import Authenticator
+from kassa.http.ratelimit import RateLimiter
+from kassa.idempotency import service as idempotency
+
+log = logging.getLogger("kassa.http")
+
+JSON = "application/json"
+Body = dict[str, Any]
+UnitResult = tuple[int, Body]
+
+
+@dataclass(slots=True)
+class Call:
+    request: Request
+    principal: Principal
+    ctx: ServiceContext
+    body: Any = None  # the validated request model (writes)
+    query: Any = None  # the validated query model (reads)
+
+
+Handler = Callable[[Call], Callable[[Connection], UnitResult]]
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    description: str
+    status: int
+    write: bool
+    body_model: type[pydantic.BaseModel] | None
+    query_model: type[pydantic.BaseModel] | None
+    response_model: type[pydantic.BaseModel] | None
+    errors: tuple[type[KassaError], ...]
+    tags: tuple[str, ...]
+
+
+@dataclass
+class Api:
+    operations: list[Operation] = field(default_factory=list)
+
+    def _add(self, method: str, path: str, *, summary: str, status: int, write: bool,
+             body: type[pydantic.BaseModel] | None, query: type[pydantic.BaseModel] | None,
+             response: type[pydantic.BaseModel] | None,
+             errors: tuple[type[KassaError], ...], tags: tuple[str, ...]
+             ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.operations.append(Operation(
+                method=method, path=path, handler=handler, summary=summary,
+                description=(handler.__doc__ or "").strip(), status=status, write=write,
+                body_model=body, query_model=query, response_model=response, errors=errors,
+                tags=tags))
+            return handler
+        return register
+
+    def post(self, path: str, *, summary: str, body: type[pydantic.BaseModel],
+             response: type[pydantic.BaseModel] | None, status: int = 200,
+             errors: tuple[type[KassaError], ...] = (), tags: tuple[str, ...] = ()
+             ) -> Callable[[Handler], Handler]:
+        return self._add("POST", path, summary=summary, status=status, write=True, body=body,
+                         query=None, response=response, errors=errors, tags=tags)
+
+    def get(self, path: str, *, summary: str, response: type[pydantic.BaseModel] | None,
+            query: type[pydantic.BaseModel] | None = None,
+            errors: tuple[type[KassaError], ...] = (), tags: tuple[str, ...] = ()
+            ) -> Callable[[Handler], Handler]:
+        return self._add("GET", path, summary=summary, status=200, write=False, body=None,
+                         query=query, response=response, errors=errors, tags=tags)
+
+
+def json_response(status: int, body: Body | bytes, headers: dict[str, str] | None = None
+                  ) -> Response:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return Response(content, status_code=status, media_type=JSON, headers=headers)
+
+
+def error_response(exc: KassaError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return json_response(exc.http_status, exc.body(), headers)
+
+
+def validation_error(exc: pydantic.ValidationError, where: str) -> ValidationError:
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or where
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "Unknown field"
+        details.append({"field": loc, "message": message})
+    first = details[0] if details else {"field": where, "message": "invalid"}
+    return ValidationError(f"Invalid request parameters: {first['field']}: {first['message']}",
+                           details=details)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(model: type[pydantic.BaseModel], raw: bytes) -> pydantic.BaseModel:
+    if not raw.strip():
+        raise ValidationError("Request body must be a JSON object")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError("Request body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise ValidationError("Request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise validation_error(exc, "body") from exc
+
+
+class Dispatcher:
+    """Turns an Operation into a Starlette endpoint."""
+
+    def __init__(self, db: Database, ctx: ServiceContext, auth: Authenticator,
+                 limiter: RateLimiter) -> None:
+        self.db = db
+        self.ctx = ctx
+        self.auth = auth
+        self.limiter = limiter
+        self._in_flight: set[tuple[str, str, str]] = set()
+
+    def endpoint(self, op: Operation) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await self._dispatch(op, request)
+            except KassaError as exc:
+                return error_response(exc)
+
+        endpoint.__name__ = op.handler.__name__
+        return endpoint
+
+    async def _dispatch(self, op: Operation, request: Request) -> Response:
+        principal = await self.auth.principal(request.headers, need_secret=op.write)
+        await self.limiter.hit(f"{principal.account_id}:{principal.mode}")
+        call = Call(request=request, principal=principal, ctx=self.ctx)
+        if op.query_model is not None:
+            try:
+                call.query = op.query_model.model_validate(dict(request.query_params))
+            except pydantic.ValidationError as exc:
+                raise validation_error(exc, "query") from exc
+        if not op.write:
+            work = op.handler(call)
+            status, body = await self.db.read(work)
+            return json_response(status, body)
+
+        raw = await read_body(request, self.ctx.settings.max_body_bytes)
+        assert op.body_model is not None
+        call.body = parse_body(op.body_model, raw)
+        work = op.handler(call)
+
+        def serialised(conn: Connection) -> idempotency.Response:
+            status, body = work(conn)
+            return status, orjson.dumps(body)
+
+        unit = serialised
+        key = request.headers.get("idempotency-key")
+        flight: tuple[str, str, str] | None = None
+        if key is not None:
+            idempotency.check_key(key)
+            flight = (principal.account_id, principal.mode, key)
+            if flight in self._in_flight:
+                raise RequestInProgress(
+                    "A request with this Idempotency-Key is still being processed",
+                    idempotency_key=key)
+            self._in_flight.add(flight)
+            unit = idempotency.idempotent(
+                self.ctx, account_id=principal.account_id, mode=principal.mode, key=key,
+                req_hash=idempotency.request_hash(op.method, request.url.path, raw),
+                work=serialised)
+        try:
+            try:
+                status, content = await self.db.write(unit)
+            except IntegrityError:
+                # A concurrent request won a uniqueness race (same task, same key):
+                # run again, and the unit now sees what the winner committed.
+                status, content = await self.db.write(unit)
+        finally:
+            if flight is not None:
+                self._in_flight.discard(flight)
+        return json_response(status, content)
+
+    def routes(self, api: Api) -> list[Route]:
+        return [Route(op.path, self.endpoint(op), methods=[op.method]) for op in api.operations]

@@ -1,0 +1,1 @@
+"""The double-entry ledger: every cent, in balanced entries."""

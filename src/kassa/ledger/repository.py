@@ -1,0 +1,90 @@
+"""All SQL about ledger transactions, postings and cached balances."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from kassa.core.ledger import Entry
+from kassa.db.tables import ledger_balances, ledger_postings, ledger_transactions
+
+_insert_txn = insert(ledger_transactions)
+_insert_postings = insert(ledger_postings)
+
+
+def _upsert_balance(dialect: str):  # type: ignore[no-untyped-def]
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(ledger_balances)
+    return ins.on_conflict_do_update(
+        index_elements=[ledger_balances.c.mode, ledger_balances.c.ledger_account,
+                        ledger_balances.c.currency],
+        set_={
+            "balance": ledger_balances.c.balance + ins.excluded.balance,
+            "updated_at": ins.excluded.updated_at,
+        },
+    )
+
+
+_UPSERTS = {d: _upsert_balance(d) for d in ("sqlite", "postgresql")}
+
+
+def write_entry(conn: Connection, *, transaction_id: str, mode: str, account_id: str | None,
+                order_id: str | None, entry: Entry, now: datetime) -> None:
+    conn.execute(_insert_txn, {
+        "transaction_id": transaction_id, "mode": mode, "account_id": account_id,
+        "kind": entry.kind, "order_id": order_id, "currency": entry.currency,
+        "description": entry.description[:300], "created_at": now,
+    })
+    rows = [
+        {"transaction_id": transaction_id, "mode": mode, "ledger_account": p.account,
+         "amount": p.amount, "currency": entry.currency}
+        for p in entry.postings
+    ]
+    conn.execute(_insert_postings, rows)
+    conn.execute(_UPSERTS[conn.dialect.name], [
+        {"mode": mode, "ledger_account": p.account, "currency": entry.currency,
+         "balance": p.amount, "updated_at": now}
+        for p in entry.postings
+    ])
+
+
+def cached_balance(conn: Connection, *, mode: str, ledger_account: str, currency: str) -> int:
+    stmt = select(ledger_balances.c.balance).where(
+        ledger_balances.c.mode == mode,
+        ledger_balances.c.ledger_account == ledger_account,
+        ledger_balances.c.currency == currency,
+    )
+    value = conn.execute(stmt).scalar()
+    return int(value or 0)
+
+
+def posted_balances(conn: Connection) -> dict[tuple[str, str, str], int]:
+    """Balances summed from the postings themselves (the truth the cache must match)."""
+    stmt = select(ledger_postings.c.mode, ledger_postings.c.ledger_account,
+                  ledger_postings.c.currency, func.sum(ledger_postings.c.amount)).group_by(
+        ledger_postings.c.mode, ledger_postings.c.ledger_account, ledger_postings.c.currency)
+    return {(m, a, c): int(s) for m, a, c, s in conn.execute(stmt)}
+
+
+def cached_balances(conn: Connection) -> dict[tuple[str, str, str], int]:
+    stmt = select(ledger_balances.c.mode, ledger_balances.c.ledger_account,
+                  ledger_balances.c.currency, ledger_balances.c.balance)
+    return {(m, a, c): int(b) for m, a, c, b in conn.execute(stmt)}
+
+
+def transaction_sums(conn: Connection) -> list[tuple[str, int]]:
+    """Each ledger transaction's posting total (every one must be zero)."""
+    stmt = select(ledger_postings.c.transaction_id, func.sum(ledger_postings.c.amount)).group_by(
+        ledger_postings.c.transaction_id)
+    return [(t, int(s)) for t, s in conn.execute(stmt)]
+
+
+def postings_for_order(conn: Connection, order_id: str) -> list[tuple[str, int]]:
+    stmt = (
+        select(ledger_postings.c.ledger_account, ledger_postings.c.amount)
+        .join(ledger_transactions,
+              ledger_transactions.c.transaction_id == ledger_postings.c.transaction_id)
+        .where(ledger_transactions.c.order_id == order_id)
+    )
+    return [(a, int(x)) for a, x in conn.execute(stmt)]

@@ -1,0 +1,1 @@
+"""Payment orders: create, query, settle, expire."""

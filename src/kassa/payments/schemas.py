@@ -1,0 +1,135 @@
+"""Pydantic I/O of the native payment API (seed 000), and its wire rendering."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from kassa.core.clock import iso
+from kassa.core.money import split_fee
+
+PaymentMethod = Literal["alipay", "wechat", "card", "bank_transfer"]
+Currency = Literal["CNY", "USD"]
+TaskRef = StrictStr
+METADATA_MAX_BYTES = 1024
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+
+def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and len(orjson.dumps(value)) > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata must be at most {METADATA_MAX_BYTES} bytes of JSON")
+    return value
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class CreatePaymentRequest(StrictModel):
+    """POST /api/v1/payment/create. `currency` and `return_url` default to the task's."""
+
+    task_id: StrictStr = Field(min_length=1, max_length=64, description="The task to pay for")
+    amount: StrictInt = Field(gt=0, description="Amount in cents; must match the task cost")
+    currency: Currency | None = Field(None, description="CNY or USD; must match the task")
+    payment_method: PaymentMethod
+    return_url: StrictStr | None = Field(None, max_length=2048)
+    callback_url: StrictStr | None = Field(None, max_length=2048)
+    metadata: dict[str, Any] | None = Field(None, description="Custom metadata (max 1KB JSON)")
+    expires_in_seconds: StrictInt | None = Field(None, ge=300, le=86_400)
+    test_card: StrictStr | None = Field(None, max_length=40,
+                                        description="Sandbox only: one of the seed's test cards")
+
+    _metadata = field_validator("metadata")(check_metadata)
+
+
+class CostBreakdown(BaseModel):
+    worker_payout_cents: int
+    platform_fee_cents: int
+    total_cents: int
+
+
+class EscrowView(BaseModel):
+    held_cents: int
+    released_cents: int
+    refunded_cents: int
+    currency: str
+
+
+class CardView(BaseModel):
+    brand: str
+    last4: str
+
+
+class PaymentOrder(BaseModel):
+    """A payment order, as create and query return it."""
+
+    order_id: str
+    task_id: str | None
+    payment_url: str
+    qr_code_url: str
+    amount: int
+    currency: str
+    amount_cny: int
+    fx_rate: str | None
+    payment_method: str
+    status: Literal["pending", "processing", "completed", "failed", "expired", "refunded"]
+    transaction_id: str | None
+    paid_at: str | None
+    expires_at: str
+    created_at: str
+    cost_breakdown: CostBreakdown
+    refunded_cents: int
+    escrow: EscrowView
+    card: CardView | None
+    failure_code: str | None
+    failure_message: str | None
+    return_url: str | None
+    callback_url: str | None
+    metadata: dict[str, Any] | None
+
+
+def render_order(order: Mapping[str, Any], public_url: str) -> dict[str, Any]:
+    split = split_fee(order["amount"], order["fee_bps"])
+    status = order["status"]
+    refunded = order["refunded_cents"]
+    released = order["released_cents"]
+    held = order["amount_cny"] - refunded - released if status in ("completed", "refunded") else 0
+    order_id = order["order_id"]
+    return {
+        "order_id": order_id,
+        "task_id": order["task_id"],
+        "payment_url": f"{public_url}/checkout/{order_id}",
+        "qr_code_url": f"{public_url}/qr/{order_id}.png",
+        "amount": order["amount"],
+        "currency": order["currency"],
+        "amount_cny": order["amount_cny"],
+        "fx_rate": order["fx_rate"],
+        "payment_method": order["payment_method"],
+        "status": status,
+        "transaction_id": order["transaction_id"],
+        "paid_at": iso(order["paid_at"]),
+        "expires_at": iso(order["expires_at"]),
+        "created_at": iso(order["created_at"]),
+        "cost_breakdown": {
+            "worker_payout_cents": split.worker_payout,
+            "platform_fee_cents": split.platform_fee,
+            "total_cents": split.total,
+        },
+        "refunded_cents": refunded,
+        "escrow": {"held_cents": held, "released_cents": released, "refunded_cents": refunded,
+                   "currency": "CNY"},
+        "card": ({"brand": order["card_brand"], "last4": order["card_last4"]}
+                 if order["card_last4"] else None),
+        "failure_code": order["failure_code"],
+        "failure_message": order["failure_message"],
+        "return_url": order["return_url"],
+        "callback_url": order["callback_url"],
+        "metadata": orjson.loads(order["metadata_json"]) if order["metadata_json"] else None,
+    }
+
+
+class QueryParams(StrictModel):
+    order_id: StrictStr = Field(min_length=1, max_length=64)

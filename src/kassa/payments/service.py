@@ -1,0 +1,315 @@
+"""Payment order rules: opening an order for a task, settling, failing and expiring it.
+
+Every function runs inside the caller's transaction (the edge commits). Every
+state change is a conditional UPDATE through the transition table; every money
+movement is a balanced ledger entry; every announced change is an event row,
+all in that same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, RowMapping
+
+from kassa.accounts.schemas import Principal, Tier
+from kassa.channels.base import (
+    FAILURE_MESSAGES,
+    ChannelError,
+    PaymentIntent,
+    SettleOutcome,
+)
+from kassa.context import ServiceContext
+from kassa.core import ids
+from kassa.core import ledger as accounts
+from kassa.core.clock import shanghai_day
+from kassa.core.money import convert
+from kassa.core.states import LIVE_ORDER_STATUSES, OrderStatus, sources_for
+from kassa.core.urls import UrlError, check_url
+from kassa.errors import (
+    AmountMismatch,
+    DuplicateOrder,
+    LimitExceeded,
+    OrderNotFound,
+    PaymentMethodUnavailable,
+    TaskNotFound,
+    ValidationError,
+)
+from kassa.events import repository as events
+from kassa.ledger import service as ledger
+from kassa.payments import repository
+from kassa.payments.schemas import CreatePaymentRequest, render_order
+from kassa.tasks import repository as tasks
+from kassa.worker import queue
+
+DEFAULT_EXPIRY_SECONDS = 900
+BANK_TRANSFER_MIN_CENTS = 100_000
+
+JOB_SETTLE_SANDBOX = "order.settle_sandbox"
+JOB_EXPIRE = "order.expire"
+
+
+def checked_url(url: str | None, *, principal: Principal, field: str) -> str | None:
+    if url is None:
+        return None
+    try:
+        return check_url(url, live=principal.live, field=field)
+    except UrlError as exc:
+        raise ValidationError(str(exc), details=[{"field": field, "message": str(exc)}]
+                              ) from exc
+
+
+def amount_in_cny(ctx: ServiceContext, amount: int, currency: str) -> tuple[int, Decimal | None]:
+    if currency == "CNY":
+        return amount, None
+    try:
+        rate = ctx.fx_rate(currency)
+    except KeyError as exc:
+        raise ValidationError(f"no exchange rate configured for {currency}") from exc
+    return convert(amount, rate), rate
+
+
+def check_transaction_limits(ctx: ServiceContext, amount_cny: int) -> None:
+    s = ctx.settings
+    if amount_cny < s.min_amount_cents:
+        raise LimitExceeded(
+            f"Amount is below the per-transaction minimum of {s.min_amount_cents} cents (CNY)",
+            limit="per_transaction_minimum", limit_cents=s.min_amount_cents,
+            amount_cny_cents=amount_cny)
+    if amount_cny > s.max_amount_cents:
+        raise LimitExceeded(
+            f"Amount is above the per-transaction maximum of {s.max_amount_cents} cents (CNY)",
+            limit="per_transaction_maximum", limit_cents=s.max_amount_cents,
+            amount_cny_cents=amount_cny)
+
+
+def _unavailable(method: str, message: str) -> PaymentMethodUnavailable:
+    return PaymentMethodUnavailable(
+        message, payment_method=method, retry_allowed=False,
+        suggested_actions=["Choose a different payment method"])
+
+
+def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
+               task: Mapping[str, Any], request: CreatePaymentRequest) -> dict[str, Any]:
+    """Create the payment order for a task already locked by the caller."""
+    now = ctx.clock.now()
+    currency = request.currency or task["currency"]
+    if currency != task["currency"]:
+        raise ValidationError(
+            f"currency {currency} does not match the task's currency {task['currency']}",
+            details=[{"field": "currency", "message": f"must be {task['currency']}"}])
+    if request.amount != task["amount"]:
+        raise AmountMismatch(
+            f"Payment amount ({request.amount} cents) doesn't match task cost "
+            f"({task['amount']} cents)",
+            expected_amount=task["amount"], provided_amount=request.amount)
+    return_url = checked_url(request.return_url or task["return_url"], principal=principal,
+                             field="return_url")
+    if return_url is None:
+        raise ValidationError("return_url is required",
+                              details=[{"field": "return_url", "message": "Field required"}])
+    callback_url = checked_url(request.callback_url or task["callback_url"],
+                               principal=principal, field="callback_url")
+
+    current = task["current_order_id"]
+    if current is not None:
+        status = repository.live_order_status(conn, current)
+        if status in LIVE_ORDER_STATUSES:
+            raise DuplicateOrder("Payment order already exists for task", order_id=current,
+                                 status=status)
+
+    method = request.payment_method
+    amount_cny, rate = amount_in_cny(ctx, request.amount, currency)
+    check_transaction_limits(ctx, amount_cny)
+    if method == "bank_transfer":
+        if principal.tier != Tier.ENTERPRISE:
+            raise _unavailable(method, "Bank transfer is available to enterprise accounts only")
+        if amount_cny < BANK_TRANSFER_MIN_CENTS:
+            raise LimitExceeded(
+                f"Bank transfers start at {BANK_TRANSFER_MIN_CENTS} cents (CNY)",
+                limit="bank_transfer_minimum", limit_cents=BANK_TRANSFER_MIN_CENTS,
+                amount_cny_cents=amount_cny)
+    channel = ctx.channels.for_method(mode=principal.mode, payment_method=method)
+    if channel is None:
+        raise _unavailable(method, f"Payment method {method} is not available for "
+                                   f"{principal.mode} payments on this account")
+    if request.test_card is not None and principal.live:
+        raise ValidationError("test_card is accepted with test keys only",
+                              details=[{"field": "test_card", "message": "test mode only"}])
+
+    order_id = ids.order_id()
+    try:
+        answer = channel.create_payment(PaymentIntent(
+            order_id=order_id, amount=request.amount, currency=currency,
+            payment_method=method, test_card=request.test_card))
+    except ChannelError as exc:
+        field = exc.field or "payment_method"
+        raise ValidationError(str(exc), details=[{"field": field, "message": str(exc)}]
+                              ) from exc
+
+    day = shanghai_day(now)
+    limit = ctx.settings.daily_limit_cents.get(principal.tier)
+    if limit is not None and not repository.reserve_daily_volume(
+            conn, account_id=principal.account_id, mode=principal.mode, day=day,
+            amount_cny=amount_cny, limit=limit):
+        used = repository.daily_volume_used(conn, account_id=principal.account_id,
+                                            mode=principal.mode, day=day)
+        raise LimitExceeded(
+            f"This payment would exceed the {principal.tier} daily limit of {limit} cents (CNY)",
+            limit="daily", limit_cents=limit, used_cents=used, amount_cny_cents=amount_cny)
+
+    expires_in = request.expires_in_seconds or DEFAULT_EXPIRY_SECONDS
+    metadata = request.metadata if request.metadata is not None else (
+        orjson.loads(task["metadata_json"]) if task["metadata_json"] else None)
+    order: dict[str, Any] = {
+        "order_id": order_id,
+        "account_id": principal.account_id,
+        "mode": principal.mode,
+        "task_id": task["task_id"],
+        "amount": request.amount,
+        "currency": currency,
+        "amount_cny": amount_cny,
+        "fx_rate": None if rate is None else str(rate),
+        "fee_bps": ctx.settings.platform_fee_bps,
+        "payment_method": method,
+        "channel": channel.name,
+        "status": answer.initial_status,
+        "return_url": return_url,
+        "callback_url": callback_url,
+        "metadata_json": None if metadata is None else orjson.dumps(metadata).decode(),
+        "card_brand": answer.card.brand if answer.card else None,
+        "card_last4": answer.card.last4 if answer.card else None,
+        "sandbox_outcome": answer.planned_outcome.value if answer.planned_outcome else None,
+        "failure_code": None,
+        "failure_message": None,
+        "transaction_id": None,
+        "limit_day": day,
+        "refunded_cents": 0,
+        "released_cents": 0,
+        "event_seq": 1,
+        "expires_at": now + timedelta(seconds=expires_in),
+        "paid_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    repository.insert_order(conn, order)
+    tasks.set_current_order(conn, account_id=principal.account_id, mode=principal.mode,
+                            task_id=task["task_id"], order_id=order_id, now=now)
+    jobs = [(JOB_EXPIRE, order_id, order["expires_at"])]
+    if answer.settle_after_seconds is not None:
+        jobs.append((JOB_SETTLE_SANDBOX, order_id,
+                     now + timedelta(seconds=answer.settle_after_seconds)))
+    queue.enqueue_many(conn, jobs, now)
+    events.record(conn, account_id=principal.account_id, mode=principal.mode,
+                  event_type="payment.created", object_id=order_id, sequence=1,
+                  data=render_order(order, ctx.public_url), now=now)
+    return order
+
+
+def create_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
+                 request: CreatePaymentRequest) -> dict[str, Any]:
+    """POST /api/v1/payment/create: pay for an existing task."""
+    task = tasks.get_task(conn, account_id=principal.account_id, mode=principal.mode,
+                          task_id=request.task_id, for_update=True)
+    if task is None:
+        raise TaskNotFound(f"Task {request.task_id} doesn't exist", task_id=request.task_id)
+    return open_order(conn, ctx, principal=principal, task=task, request=request)
+
+
+def get_order(conn: Connection, *, principal: Principal, order_id: str) -> RowMapping:
+    order = repository.get_order(conn, account_id=principal.account_id, mode=principal.mode,
+                                 order_id=order_id)
+    if order is None:
+        raise OrderNotFound(f"Order {order_id} doesn't exist", order_id=order_id)
+    return order
+
+
+# --- settlement (run by jobs and, later, channel notifications) ---------------------------
+
+def _announce(conn: Connection, ctx: ServiceContext, order: Mapping[str, Any], event_type: str,
+              now: datetime) -> None:
+    events.record(conn, account_id=order["account_id"], mode=order["mode"],
+                  event_type=event_type, object_id=order["order_id"],
+                  sequence=order["event_seq"], data=render_order(order, ctx.public_url), now=now)
+
+
+def complete_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
+                   now: datetime) -> RowMapping | None:
+    """The channel confirmed the money: pending/processing -> completed, into escrow."""
+    before = repository.get_order_by_id(conn, order_id)
+    if before is None:
+        return None
+    title = tasks.title_of(conn, account_id=before["account_id"], mode=before["mode"],
+                           task_id=before["task_id"]) if before["task_id"] else None
+    transaction_id = ids.transaction_id()
+    order = repository.transition(
+        conn, order_id=order_id, sources=sources_for(OrderStatus.COMPLETED) - {
+            OrderStatus.REFUNDED}, target=OrderStatus.COMPLETED, now=now, paid_at=now,
+        transaction_id=transaction_id)
+    if order is None:
+        return None
+    entry = accounts.transfer(
+        "payment", "CNY",
+        source=accounts.external(order["payment_method"]),
+        destination=accounts.customer_escrow(order["account_id"]),
+        amount=order["amount_cny"],
+        description=f"Payment for task: {title}" if title else f"Payment {order_id}",
+    )
+    ledger.post(conn, mode=order["mode"], account_id=order["account_id"], order_id=order_id,
+                entry=entry, now=now, transaction_id=transaction_id)
+    _announce(conn, ctx, order, "payment.completed", now)
+    return order
+
+
+def fail_order(conn: Connection, ctx: ServiceContext, *, order_id: str, failure_code: str,
+               failure_message: str, now: datetime) -> RowMapping | None:
+    order = repository.transition(
+        conn, order_id=order_id, sources=sources_for(OrderStatus.FAILED),
+        target=OrderStatus.FAILED, now=now, failure_code=failure_code,
+        failure_message=failure_message)
+    if order is None:
+        return None
+    repository.release_daily_volume(conn, account_id=order["account_id"], mode=order["mode"],
+                                    day=order["limit_day"], amount_cny=order["amount_cny"])
+    _announce(conn, ctx, order, "payment.failed", now)
+    return order
+
+
+def expire_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
+                 now: datetime) -> str:
+    current = repository.get_order_by_id(conn, order_id)
+    if current is None:
+        return "missing"
+    if current["status"] != OrderStatus.PENDING:
+        return f"skipped:{current['status']}"
+    if current["expires_at"] > now:
+        queue.enqueue(conn, kind=JOB_EXPIRE, ref=order_id, run_at=current["expires_at"], now=now)
+        return "rescheduled"
+    order = repository.transition(conn, order_id=order_id, sources={OrderStatus.PENDING},
+                                  target=OrderStatus.EXPIRED, now=now)
+    if order is None:
+        return "lost_race"
+    repository.release_daily_volume(conn, account_id=order["account_id"], mode=order["mode"],
+                                    day=order["limit_day"], amount_cny=order["amount_cny"])
+    _announce(conn, ctx, order, "payment.expired", now)
+    return "expired"
+
+
+def settle_sandbox_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
+                         now: datetime) -> str:
+    """The sandbox channel's own settlement, decided when the order was created."""
+    order = repository.get_order_by_id(conn, order_id)
+    if order is None:
+        return "missing"
+    if order["status"] not in (OrderStatus.PENDING, OrderStatus.PROCESSING):
+        return f"skipped:{order['status']}"
+    outcome = SettleOutcome(order["sandbox_outcome"])
+    if outcome is SettleOutcome.SUCCEEDED:
+        return "completed" if complete_order(conn, ctx, order_id=order_id, now=now) else "lost_race"
+    done = fail_order(conn, ctx, order_id=order_id, failure_code=outcome.value,
+                      failure_message=FAILURE_MESSAGES[outcome], now=now)
+    return f"failed:{outcome.value}" if done else "lost_race"

@@ -1,0 +1,1 @@
+"""Tasks: the work a customer pays for (the minimum the payment API needs)."""

@@ -1,0 +1,1 @@
+"""Durable jobs: settle sandbox payments, expire orders, housekeeping."""

@@ -1,0 +1,106 @@
+"""The worker loop: claim due jobs, run each in its own transaction, back off on failure.
+
+Runs inside `kassa serve` (as an asyncio task) or alone as `kassa worker`; any
+number of either may share one PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from datetime import timedelta
+
+from sqlalchemy import Connection
+
+from kassa.context import ServiceContext
+from kassa.db.database import Database
+from kassa.idempotency import repository as idempotency
+from kassa.worker import queue
+from kassa.worker.handlers import HANDLERS
+
+log = logging.getLogger("kassa.worker")
+
+HOUSEKEEPING_EVERY_SECONDS = 600.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def backoff_seconds(attempts: int) -> float:
+    return float(min(2 ** attempts, 3600))
+
+
+class Worker:
+    def __init__(self, db: Database, ctx: ServiceContext, *, name: str | None = None) -> None:
+        self.db = db
+        self.ctx = ctx
+        self.name = name or worker_name()
+        self._stop = asyncio.Event()
+        self.runs = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run_forever(self) -> None:
+        s = self.ctx.settings
+        last_housekeeping = 0.0
+        loop = asyncio.get_running_loop()
+        log.info("worker %s started", self.name)
+        while not self._stop.is_set():
+            try:
+                ran = await self.run_once()
+                if loop.time() - last_housekeeping > HOUSEKEEPING_EVERY_SECONDS:
+                    last_housekeeping = loop.time()
+                    await self.housekeeping()
+            except Exception:
+                log.exception("worker loop error")
+                ran = 0
+            if ran < s.worker_batch_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=s.worker_poll_seconds)
+        log.info("worker %s stopped", self.name)
+
+    async def run_once(self) -> int:
+        s = self.ctx.settings
+        now = self.ctx.clock.now()
+        claimed = await self.db.write(lambda conn: queue.claim(
+            conn, worker=self.name, now=now, limit=s.worker_batch_size,
+            lease_seconds=s.job_lease_seconds))
+        for job in claimed:
+            await self.run_job(job)
+        return len(claimed)
+
+    async def run_job(self, job: queue.ClaimedJob) -> None:
+        handler = HANDLERS.get(job.kind)
+
+        def unit(conn: Connection) -> str:
+            if not queue.take(conn, job):
+                return "lease_lost"
+            if handler is None:
+                raise LookupError(f"no handler for job kind {job.kind!r}")
+            now = self.ctx.clock.now()
+            outcome = handler(conn, self.ctx, job.ref, now)
+            queue.record_run(conn, job, worker=self.name, outcome=outcome, now=now)
+            return outcome
+
+        try:
+            outcome = await self.db.write(unit)
+            self.runs += 1
+            log.debug("job %s %s %s -> %s", job.job_id, job.kind, job.ref, outcome)
+        except Exception as exc:
+            log.exception("job %s %s %s failed", job.job_id, job.kind, job.ref)
+            dead = job.attempts >= self.ctx.settings.job_max_attempts
+            retry_at = self.ctx.clock.now() + timedelta(seconds=backoff_seconds(job.attempts))
+            await self.db.write(lambda conn: queue.release_failed(
+                conn, job, error=f"{type(exc).__name__}: {exc}", retry_at=retry_at, dead=dead))
+
+    async def housekeeping(self) -> None:
+        cutoff = self.ctx.clock.now() - timedelta(seconds=self.ctx.settings.idempotency_ttl_seconds)
+        purged = await self.db.write(lambda conn: idempotency.purge_older_than(conn, cutoff))
+        if purged:
+            log.info("purged %d expired idempotency keys", purged)
