@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
+from kassa.channels.registry import ChannelRegistry
 from kassa.config import Settings
 from kassa.core.clock import Clock
-
-if TYPE_CHECKING:
-    from kassa.channels.registry import ChannelRegistry
 
 
 @dataclass
@@ -32,8 +29,6 @@ class ServiceContext:
 
 
 def build_context(settings: Settings) -> ServiceContext:
-    from kassa.channels.registry import ChannelRegistry
-
     return ServiceContext(
         settings=settings,
         server_key=settings.server_key(),

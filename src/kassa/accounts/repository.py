@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select
 
 from kassa.db.tables import accounts, api_keys
 
-def find_active_key(conn: Connection, key_hash: str) -> Row[tuple[str, str, str, str, str]] | None:
+AnyRow = Row[*tuple[Any, ...]]
+
+
+def find_active_key(conn: Connection, key_hash: str) -> AnyRow | None:
     stmt = (
         select(
             api_keys.c.account_id,
@@ -41,13 +45,13 @@ def key_exists(conn: Connection, key_hash: str) -> bool:
                         ).first() is not None
 
 
-def get_account(conn: Connection, account_id: str) -> Row[tuple[str, str, str, int]] | None:
+def get_account(conn: Connection, account_id: str) -> AnyRow | None:
     stmt = select(accounts.c.account_id, accounts.c.name, accounts.c.tier,
                   accounts.c.webhook_secret_version).where(accounts.c.account_id == account_id)
     return conn.execute(stmt).first()
 
 
-def list_accounts(conn: Connection) -> list[Row[tuple[str, str, str]]]:
+def list_accounts(conn: Connection) -> list[AnyRow]:
     stmt = select(accounts.c.account_id, accounts.c.name, accounts.c.tier).order_by(
         accounts.c.created_at)
     return list(conn.execute(stmt).all())

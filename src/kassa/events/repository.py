@@ -28,7 +28,8 @@ def record(conn: Connection, *, account_id: str, mode: str, event_type: str, obj
     }
     conn.execute(_insert, {
         "event_id": event_id, "account_id": account_id, "mode": mode, "event_type": event_type,
-        "object_id": object_id, "sequence": sequence, "payload_json": orjson.dumps(payload).decode(),
+        "object_id": object_id, "sequence": sequence,
+        "payload_json": orjson.dumps(payload).decode(),
         "created_at": now,
     })
     return event_id

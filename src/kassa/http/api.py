@@ -201,7 +201,7 @@ class Dispatcher:
             status, body = work(conn)
             return status, orjson.dumps(body)
 
-        unit = serialised
+        unit: Callable[[Connection], idempotency.Response] = serialised
         key = request.headers.get("idempotency-key")
         flight: tuple[str, str, str] | None = None
         if key is not None:

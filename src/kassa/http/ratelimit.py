@@ -17,7 +17,7 @@ class RateLimiter:
         self.item = parse(rate)
         uri = ("async+" + redis_url) if redis_url else "async+memory://"
         self.storage = storage_from_string(uri)
-        self.limiter = MovingWindowRateLimiter(self.storage)  # type: ignore[arg-type]
+        self.limiter = MovingWindowRateLimiter(self.storage)
 
     async def hit(self, identity: str) -> None:
         if not await self.limiter.hit(self.item, identity):

@@ -48,7 +48,7 @@ def check_invariants(conn: Connection) -> LedgerCheck:
         by_mode_currency[(mode, currency)] = by_mode_currency.get((mode, currency), 0) + balance
         if account.startswith("customer:") and balance < 0:
             problems.append(f"{mode} {account} is negative: {balance}")
-    for key, total in by_mode_currency.items():
+    for mode_currency, total in by_mode_currency.items():
         if total != 0:
-            problems.append(f"balances of {key} sum to {total}")
+            problems.append(f"balances of {mode_currency} sum to {total}")
     return LedgerCheck(problems)

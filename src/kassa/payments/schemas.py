@@ -91,7 +91,7 @@ class PaymentOrder(BaseModel):
     metadata: dict[str, Any] | None
 
 
-def render_order(order: Mapping[str, Any], public_url: str) -> dict[str, Any]:
+def render_order(order: Mapping[Any, Any], public_url: str) -> dict[str, Any]:
     split = split_fee(order["amount"], order["fee_bps"])
     status = order["status"]
     refunded = order["refunded_cents"]

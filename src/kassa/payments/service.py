@@ -94,7 +94,7 @@ def _unavailable(method: str, message: str) -> PaymentMethodUnavailable:
 
 
 def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
-               task: Mapping[str, Any], request: CreatePaymentRequest) -> dict[str, Any]:
+               task: Mapping[Any, Any], request: CreatePaymentRequest) -> dict[str, Any]:
     """Create the payment order for a task already locked by the caller."""
     now = ctx.clock.now()
     currency = request.currency or task["currency"]
@@ -230,7 +230,7 @@ def get_order(conn: Connection, *, principal: Principal, order_id: str) -> RowMa
 
 # --- settlement (run by jobs and, later, channel notifications) ---------------------------
 
-def _announce(conn: Connection, ctx: ServiceContext, order: Mapping[str, Any], event_type: str,
+def _announce(conn: Connection, ctx: ServiceContext, order: Mapping[Any, Any], event_type: str,
               now: datetime) -> None:
     events.record(conn, account_id=order["account_id"], mode=order["mode"],
                   event_type=event_type, object_id=order["order_id"],

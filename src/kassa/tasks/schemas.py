@@ -62,7 +62,7 @@ class TaskCreated(BaseModel):
     payment: PaymentOrder | None
 
 
-def render_task(task: Mapping[str, Any], payment_status: str | None) -> dict[str, Any]:
+def render_task(task: Mapping[Any, Any], payment_status: str | None) -> dict[str, Any]:
     return {
         "task_id": task["task_id"],
         "title": task["title"],

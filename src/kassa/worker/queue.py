@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from kassa.db.tables import job_runs, jobs
 
@@ -91,7 +91,5 @@ def release_failed(conn: Connection, job: ClaimedJob, *, error: str, retry_at: d
 
 
 def pending_count(conn: Connection) -> int:
-    from sqlalchemy import func
-
     return int(conn.execute(select(func.count()).select_from(jobs).where(jobs.c.dead == 0)
                             ).scalar() or 0)

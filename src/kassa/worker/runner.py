@@ -94,10 +94,11 @@ class Worker:
             log.debug("job %s %s %s -> %s", job.job_id, job.kind, job.ref, outcome)
         except Exception as exc:
             log.exception("job %s %s %s failed", job.job_id, job.kind, job.ref)
+            error = f"{type(exc).__name__}: {exc}"
             dead = job.attempts >= self.ctx.settings.job_max_attempts
             retry_at = self.ctx.clock.now() + timedelta(seconds=backoff_seconds(job.attempts))
             await self.db.write(lambda conn: queue.release_failed(
-                conn, job, error=f"{type(exc).__name__}: {exc}", retry_at=retry_at, dead=dead))
+                conn, job, error=error, retry_at=retry_at, dead=dead))
 
     async def housekeeping(self) -> None:
         cutoff = self.ctx.clock.now() - timedelta(seconds=self.ctx.settings.idempotency_ttl_seconds)
