@@ -37,7 +37,9 @@ def all_operations() -> Api:
 async def _http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return json_response(exc.status_code, {"error": {"code": code, "message": str(exc.detail)}})
+    # Keep the exception's headers: a 405 must say which methods are allowed (Allow).
+    return json_response(exc.status_code, {"error": {"code": code, "message": str(exc.detail)}},
+                         dict(exc.headers) if exc.headers else None)
 
 
 async def _server_error(_: Request, exc: Exception) -> Response:

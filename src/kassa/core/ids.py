@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import secrets
 import uuid
 
-_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-
 
 def _random(n: int) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(n))
+    """n random characters of [a-z2-7] (5 bits each) from a single urandom call."""
+    raw = os.urandom((n * 5 + 7) // 8)
+    return base64.b32encode(raw).decode("ascii")[:n].lower()
 
 
 def new_id(prefix: str, length: int = 20) -> str:

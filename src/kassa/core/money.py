@@ -1,13 +1,13 @@
 """Money as integer minor units beside a currency.
 
-`float` never touches money here: decimal strings are parsed with `Decimal` and
+`float` never touches money here: decimal strings are parsed exactly, as integers, and
 rejected when they carry more places than the currency has.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 # Minor units per currency (ISO 4217 exponent). USDT is carried with 2 places in
 # Kassa's wire formats (seed 002 sends amounts as 2-decimal strings).
@@ -34,7 +34,8 @@ class Money:
     def to_decimal(self) -> Decimal:
         """The major-unit value, exact: 5000 CNY cents -> Decimal('50.00')."""
         exp = CURRENCY_EXPONENT[self.currency]
-        return Decimal(self.minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp))
+        # Built from a string, which is exact at any size (arithmetic would round at 28 digits).
+        return Decimal(f"{self.minor}E-{exp}")
 
     def to_decimal_string(self) -> str:
         return str(self.to_decimal())
@@ -56,15 +57,12 @@ def parse_decimal_amount(text: str, currency: str) -> Money:
         raise MoneyError(f"amount {text!r} is not a plain decimal number")
     if stripped.startswith(".") or stripped.endswith("."):
         raise MoneyError(f"amount {text!r} is not a plain decimal number")
-    try:
-        value = Decimal(stripped)
-    except InvalidOperation as exc:  # pragma: no cover - guarded by the character check
-        raise MoneyError(f"amount {text!r} is not a number") from exc
+    whole, _, frac = stripped.partition(".")
     exp = CURRENCY_EXPONENT[currency]
-    places = -value.as_tuple().exponent  # type: ignore[operator]
-    if places > exp:
+    if len(frac) > exp:
         raise MoneyError(f"amount {text!r} has more than {exp} decimal places")
-    return Money(int(value.scaleb(exp)), currency)
+    # Only digits are left: integers are exact at any size (Decimal rounds past 28 digits).
+    return Money(int(whole + frac.ljust(exp, "0")), currency)
 
 
 def round_half_up(value: Decimal) -> int:

@@ -234,6 +234,9 @@ jobs = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "dead", "run_at"),
+    # job_runs is keyed by job_id: a finished (deleted) job's id must never be handed out
+    # again. PostgreSQL sequences never reuse ids; SQLite does unless AUTOINCREMENT.
+    sqlite_autoincrement=True,
 )
 
 # A record of every job run that changed something (audit, and proof of run-once).

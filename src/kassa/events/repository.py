@@ -10,9 +10,10 @@ from sqlalchemy import Connection, Row, insert, select
 
 from kassa.core import ids
 from kassa.core.clock import iso
+from kassa.db.prepared import Prepared
 from kassa.db.tables import events
 
-_insert = insert(events)
+_insert = Prepared(insert(events))
 
 
 def record(conn: Connection, *, account_id: str, mode: str, event_type: str, object_id: str,
@@ -26,7 +27,7 @@ def record(conn: Connection, *, account_id: str, mode: str, event_type: str, obj
         "sequence": sequence,
         "data": data,
     }
-    conn.execute(_insert, {
+    _insert.run(conn, {
         "event_id": event_id, "account_id": account_id, "mode": mode, "event_type": event_type,
         "object_id": object_id, "sequence": sequence,
         "payload_json": orjson.dumps(payload).decode(),

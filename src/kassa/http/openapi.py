@@ -53,6 +53,12 @@ def _to_openapi30(node: Any) -> Any:
         node["nullable"] = True
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    # 2020-12 bounds are numbers; OpenAPI 3.0 pairs minimum/maximum with a boolean flag.
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = node.get(exclusive)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            node[bound] = value
+            node[exclusive] = True
     return node
 
 

@@ -15,8 +15,11 @@ from kassa.errors import RateLimited
 class RateLimiter:
     def __init__(self, rate: str, redis_url: str = "") -> None:
         self.item = parse(rate)
-        uri = ("async+" + redis_url) if redis_url else "async+memory://"
-        self.storage = storage_from_string(uri)
+        if redis_url:
+            # redis-py is the Redis client Kassa depends on (limits defaults to coredis).
+            self.storage = storage_from_string("async+" + redis_url, implementation="redispy")
+        else:
+            self.storage = storage_from_string("async+memory://")
         self.limiter = MovingWindowRateLimiter(self.storage)
 
     async def hit(self, identity: str) -> None:

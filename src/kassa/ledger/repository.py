@@ -8,22 +8,25 @@ from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kassa.core.ledger import Entry
+from kassa.db.prepared import Prepared
 from kassa.db.tables import ledger_balances, ledger_postings, ledger_transactions
 
-_insert_txn = insert(ledger_transactions)
-_insert_postings = insert(ledger_postings)
+_insert_txn = Prepared(insert(ledger_transactions))
+_insert_postings = Prepared(
+    insert(ledger_postings),
+    columns=["transaction_id", "mode", "ledger_account", "amount", "currency"])
 
 
-def _upsert_balance(dialect: str):  # type: ignore[no-untyped-def]
+def _upsert_balance(dialect: str) -> Prepared:
     ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(ledger_balances)
-    return ins.on_conflict_do_update(
+    return Prepared(ins.on_conflict_do_update(
         index_elements=[ledger_balances.c.mode, ledger_balances.c.ledger_account,
                         ledger_balances.c.currency],
         set_={
             "balance": ledger_balances.c.balance + ins.excluded.balance,
             "updated_at": ins.excluded.updated_at,
         },
-    )
+    ))
 
 
 _UPSERTS = {d: _upsert_balance(d) for d in ("sqlite", "postgresql")}
@@ -31,7 +34,7 @@ _UPSERTS = {d: _upsert_balance(d) for d in ("sqlite", "postgresql")}
 
 def write_entry(conn: Connection, *, transaction_id: str, mode: str, account_id: str | None,
                 order_id: str | None, entry: Entry, now: datetime) -> None:
-    conn.execute(_insert_txn, {
+    _insert_txn.run(conn, {
         "transaction_id": transaction_id, "mode": mode, "account_id": account_id,
         "kind": entry.kind, "order_id": order_id, "currency": entry.currency,
         "description": entry.description[:300], "created_at": now,
@@ -41,8 +44,8 @@ def write_entry(conn: Connection, *, transaction_id: str, mode: str, account_id:
          "amount": p.amount, "currency": entry.currency}
         for p in entry.postings
     ]
-    conn.execute(_insert_postings, rows)
-    conn.execute(_UPSERTS[conn.dialect.name], [
+    _insert_postings.run_many(conn, rows)
+    _UPSERTS[conn.dialect.name].run_many(conn, [
         {"mode": mode, "ledger_account": p.account, "currency": entry.currency,
          "balance": p.amount, "updated_at": now}
         for p in entry.postings

@@ -1,4 +1,5 @@
-"""All SQL about payment orders and the daily volume counted against limits."""
+"""All SQL about payment orders and the daily volume counted against limits.
+Hot statements are prepared once (kassa.db.prepared)."""
 
 from __future__ import annotations
 
@@ -6,47 +7,89 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from kassa.db.prepared import Prepared
 from kassa.db.tables import daily_volume, orders
 
-_insert = insert(orders)
+_insert = Prepared(insert(orders))
+_get_own = Prepared(select(orders).where(orders.c.order_id == bindparam("order_id"),
+                                         orders.c.account_id == bindparam("account_id"),
+                                         orders.c.mode == bindparam("mode")))
+_get = Prepared(select(orders).where(orders.c.order_id == bindparam("order_id")))
+_status = Prepared(select(orders.c.status).where(orders.c.order_id == bindparam("order_id")))
+_DAY_KEY = [daily_volume.c.account_id, daily_volume.c.mode, daily_volume.c.day]
+
+
+def _reserve_statement(mod: Any) -> Prepared:
+    ins = mod.insert(daily_volume)  # values come from the column-named parameters
+    return Prepared(ins.on_conflict_do_update(
+        index_elements=_DAY_KEY,
+        set_={"amount_cny": daily_volume.c.amount_cny + ins.excluded.amount_cny},
+        where=(daily_volume.c.amount_cny + ins.excluded.amount_cny) <= bindparam("limit"),
+    ).returning(daily_volume.c.amount_cny))
+
+
+_reserve = {"sqlite": _reserve_statement(sqlite), "postgresql": _reserve_statement(postgresql)}
+_release = Prepared(
+    update(daily_volume)
+    .where(daily_volume.c.account_id == bindparam("k_account"),
+           daily_volume.c.mode == bindparam("k_mode"), daily_volume.c.day == bindparam("k_day"),
+           daily_volume.c.amount_cny >= bindparam("k_amount"))
+    .values(amount_cny=daily_volume.c.amount_cny - bindparam("k_amount"))
+)
+_used = Prepared(select(daily_volume.c.amount_cny).where(
+    daily_volume.c.account_id == bindparam("account_id"),
+    daily_volume.c.mode == bindparam("mode"), daily_volume.c.day == bindparam("day")))
+
+_transitions: dict[tuple[frozenset[str], str, tuple[str, ...]], Prepared] = {}
 
 
 def insert_order(conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(_insert, values)
+    _insert.run(conn, values)
 
 
 def get_order(conn: Connection, *, account_id: str, mode: str, order_id: str
-              ) -> RowMapping | None:
-    stmt = select(orders).where(orders.c.order_id == order_id, orders.c.account_id == account_id,
-                                orders.c.mode == mode)
-    return conn.execute(stmt).mappings().first()
+              ) -> dict[str, Any] | None:
+    return _get_own.first(conn, {"order_id": order_id, "account_id": account_id, "mode": mode})
 
 
-def get_order_by_id(conn: Connection, order_id: str) -> RowMapping | None:
-    return conn.execute(select(orders).where(orders.c.order_id == order_id)).mappings().first()
+def get_order_by_id(conn: Connection, order_id: str) -> dict[str, Any] | None:
+    return _get.first(conn, {"order_id": order_id})
 
 
 def live_order_status(conn: Connection, order_id: str) -> str | None:
-    value = conn.execute(select(orders.c.status).where(orders.c.order_id == order_id)).scalar()
+    value = _status.scalar(conn, {"order_id": order_id})
     return None if value is None else str(value)
 
 
+def _transition_statement(sources: frozenset[str], target: str, keys: tuple[str, ...]
+                          ) -> Prepared:
+    stmt = (
+        update(orders)
+        .where(orders.c.order_id == bindparam("k_order"),
+               or_(*(orders.c.status == s for s in sorted(sources))))
+        .values(status=target, updated_at=bindparam("k_now"),
+                event_seq=orders.c.event_seq + 1,
+                **{k: bindparam(f"v_{k}") for k in keys})
+        .returning(*orders.c)
+    )
+    return Prepared(stmt)
+
+
 def transition(conn: Connection, *, order_id: str, sources: Iterable[str], target: str,
-               now: datetime, **values: Any) -> RowMapping | None:
+               now: datetime, **values: Any) -> dict[str, Any] | None:
     """Move an order to `target` only if it is in one of `sources`; None if someone else won.
 
     Bumps the order's event sequence in the same statement.
     """
-    stmt = (
-        update(orders)
-        .where(orders.c.order_id == order_id, orders.c.status.in_(list(sources)))
-        .values(status=target, updated_at=now, event_seq=orders.c.event_seq + 1, **values)
-        .returning(*orders.c)
-    )
-    return conn.execute(stmt).mappings().first()
+    key = (frozenset(sources), target, tuple(sorted(values)))
+    stmt = _transitions.get(key)
+    if stmt is None:
+        stmt = _transitions[key] = _transition_statement(*key)
+    params = {"k_order": order_id, "k_now": now, **{f"v_{k}": v for k, v in values.items()}}
+    return stmt.first(conn, params)
 
 
 def reserve_daily_volume(conn: Connection, *, account_id: str, mode: str, day: str,
@@ -54,29 +97,16 @@ def reserve_daily_volume(conn: Connection, *, account_id: str, mode: str, day: s
     """Count `amount_cny` against the day's limit in one statement; False if it would exceed."""
     if amount_cny > limit:
         return False
-    mod = postgresql if conn.dialect.name == "postgresql" else sqlite
-    ins = mod.insert(daily_volume).values(account_id=account_id, mode=mode, day=day,
-                                          amount_cny=amount_cny)
-    stmt = ins.on_conflict_do_update(
-        index_elements=[daily_volume.c.account_id, daily_volume.c.mode, daily_volume.c.day],
-        set_={"amount_cny": daily_volume.c.amount_cny + ins.excluded.amount_cny},
-        where=(daily_volume.c.amount_cny + ins.excluded.amount_cny) <= limit,
-    ).returning(daily_volume.c.amount_cny)
-    return conn.execute(stmt).first() is not None
+    params = {"account_id": account_id, "mode": mode, "day": day, "amount_cny": amount_cny,
+              "limit": limit}
+    return _reserve[conn.dialect.name].first(conn, params) is not None
 
 
 def release_daily_volume(conn: Connection, *, account_id: str, mode: str, day: str,
                          amount_cny: int) -> None:
-    conn.execute(
-        update(daily_volume)
-        .where(daily_volume.c.account_id == account_id, daily_volume.c.mode == mode,
-               daily_volume.c.day == day, daily_volume.c.amount_cny >= amount_cny)
-        .values(amount_cny=daily_volume.c.amount_cny - amount_cny)
-    )
+    _release.run(conn, {"k_account": account_id, "k_mode": mode, "k_day": day,
+                        "k_amount": amount_cny})
 
 
 def daily_volume_used(conn: Connection, *, account_id: str, mode: str, day: str) -> int:
-    stmt = select(daily_volume.c.amount_cny).where(
-        daily_volume.c.account_id == account_id, daily_volume.c.mode == mode,
-        daily_volume.c.day == day)
-    return int(conn.execute(stmt).scalar() or 0)
+    return int(_used.scalar(conn, {"account_id": account_id, "mode": mode, "day": day}) or 0)

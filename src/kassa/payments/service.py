@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, RowMapping
+from sqlalchemy import Connection
 
 from kassa.accounts.schemas import Principal, Tier
 from kassa.channels.base import (
@@ -220,7 +220,7 @@ def create_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
     return open_order(conn, ctx, principal=principal, task=task, request=request)
 
 
-def get_order(conn: Connection, *, principal: Principal, order_id: str) -> RowMapping:
+def get_order(conn: Connection, *, principal: Principal, order_id: str) -> dict[str, Any]:
     order = repository.get_order(conn, account_id=principal.account_id, mode=principal.mode,
                                  order_id=order_id)
     if order is None:
@@ -238,7 +238,7 @@ def _announce(conn: Connection, ctx: ServiceContext, order: Mapping[Any, Any], e
 
 
 def complete_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
-                   now: datetime) -> RowMapping | None:
+                   now: datetime) -> dict[str, Any] | None:
     """The channel confirmed the money: pending/processing -> completed, into escrow."""
     before = repository.get_order_by_id(conn, order_id)
     if before is None:
@@ -266,7 +266,7 @@ def complete_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
 
 
 def fail_order(conn: Connection, ctx: ServiceContext, *, order_id: str, failure_code: str,
-               failure_message: str, now: datetime) -> RowMapping | None:
+               failure_message: str, now: datetime) -> dict[str, Any] | None:
     order = repository.transition(
         conn, order_id=order_id, sources=sources_for(OrderStatus.FAILED),
         target=OrderStatus.FAILED, now=now, failure_code=failure_code,

@@ -1,58 +1,70 @@
-"""All SQL about tasks."""
+"""All SQL about tasks. Hot statements are prepared once (kassa.db.prepared)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
+from kassa.db.prepared import Prepared
 from kassa.db.tables import orders, tasks
 
-_insert = insert(tasks)
+_KEY = (
+    tasks.c.account_id == bindparam("account_id"),
+    tasks.c.mode == bindparam("mode"),
+    tasks.c.task_id == bindparam("task_id"),
+)
+_insert = Prepared(insert(tasks))
+_get = Prepared(select(tasks).where(*_KEY))
+_get_for_update = Prepared(select(tasks).where(*_KEY).with_for_update())
+_exists = Prepared(select(tasks.c.task_id).where(*_KEY))
+_title = Prepared(select(tasks.c.title).where(*_KEY))
+_get_with_status = Prepared(
+    select(tasks, orders.c.status.label("payment_status"))
+    .outerjoin(orders, orders.c.order_id == tasks.c.current_order_id)
+    .where(*_KEY)
+)
+_set_current_order = Prepared(
+    update(tasks)
+    .where(tasks.c.account_id == bindparam("k_account"), tasks.c.mode == bindparam("k_mode"),
+           tasks.c.task_id == bindparam("k_task"))
+    .values(current_order_id=bindparam("k_order"), updated_at=bindparam("k_now"))
+)
+
+
+def _key(account_id: str, mode: str, task_id: str) -> dict[str, Any]:
+    return {"account_id": account_id, "mode": mode, "task_id": task_id}
 
 
 def insert_task(conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(_insert, values)
-
-
-def _key(account_id: str, mode: str, task_id: str) -> tuple[Any, ...]:
-    return (tasks.c.account_id == account_id, tasks.c.mode == mode, tasks.c.task_id == task_id)
+    _insert.run(conn, values)
 
 
 def get_task(conn: Connection, *, account_id: str, mode: str, task_id: str,
-             for_update: bool = False) -> RowMapping | None:
-    stmt = select(tasks).where(*_key(account_id, mode, task_id))
-    if for_update:
-        stmt = stmt.with_for_update()
-    return conn.execute(stmt).mappings().first()
+             for_update: bool = False) -> dict[str, Any] | None:
+    stmt = _get_for_update if for_update else _get
+    return stmt.first(conn, _key(account_id, mode, task_id))
 
 
 def get_task_with_payment_status(conn: Connection, *, account_id: str, mode: str,
-                                 task_id: str) -> tuple[RowMapping, str | None] | None:
-    stmt = (
-        select(tasks, orders.c.status.label("payment_status"))
-        .outerjoin(orders, orders.c.order_id == tasks.c.current_order_id)
-        .where(*_key(account_id, mode, task_id))
-    )
-    row = conn.execute(stmt).mappings().first()
+                                 task_id: str) -> tuple[dict[str, Any], str | None] | None:
+    row = _get_with_status.first(conn, _key(account_id, mode, task_id))
     if row is None:
         return None
-    return row, row["payment_status"]
+    return row, row.pop("payment_status")
 
 
 def task_exists(conn: Connection, *, account_id: str, mode: str, task_id: str) -> bool:
-    stmt = select(tasks.c.task_id).where(*_key(account_id, mode, task_id))
-    return conn.execute(stmt).first() is not None
+    return _exists.first(conn, _key(account_id, mode, task_id)) is not None
 
 
 def set_current_order(conn: Connection, *, account_id: str, mode: str, task_id: str,
                       order_id: str, now: datetime) -> None:
-    conn.execute(update(tasks).where(*_key(account_id, mode, task_id))
-                 .values(current_order_id=order_id, updated_at=now))
+    _set_current_order.run(conn, {"k_account": account_id, "k_mode": mode, "k_task": task_id,
+                                  "k_order": order_id, "k_now": now})
 
 
 def title_of(conn: Connection, *, account_id: str, mode: str, task_id: str) -> str | None:
-    stmt = select(tasks.c.title).where(*_key(account_id, mode, task_id))
-    value = conn.execute(stmt).scalar()
+    value = _title.scalar(conn, _key(account_id, mode, task_id))
     return None if value is None else str(value)

@@ -13,11 +13,15 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 
+from kassa.db.prepared import Prepared
 from kassa.db.tables import job_runs, jobs
 
-_insert = insert(jobs)
+_insert = Prepared(insert(jobs), columns=["kind", "ref", "run_at", "created_at"])
+_take = Prepared(delete(jobs).where(jobs.c.job_id == bindparam("k_job"),
+                                    jobs.c.lease_token == bindparam("k_token")))
+_record_run = Prepared(insert(job_runs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +34,11 @@ class ClaimedJob:
 
 
 def enqueue(conn: Connection, *, kind: str, ref: str, run_at: datetime, now: datetime) -> None:
-    conn.execute(_insert, {"kind": kind, "ref": ref, "run_at": run_at, "created_at": now})
+    _insert.run(conn, {"kind": kind, "ref": ref, "run_at": run_at, "created_at": now})
 
 
 def enqueue_many(conn: Connection, rows: list[tuple[str, str, datetime]], now: datetime) -> None:
-    conn.execute(_insert, [
+    _insert.run_many(conn, [
         {"kind": kind, "ref": ref, "run_at": run_at, "created_at": now}
         for kind, ref, run_at in rows
     ])
@@ -68,16 +72,13 @@ def claim(conn: Connection, *, worker: str, now: datetime, limit: int,
 
 def take(conn: Connection, job: ClaimedJob) -> bool:
     """Delete the job if our lease still holds: the run's effects then commit with it."""
-    result = conn.execute(
-        delete(jobs).where(jobs.c.job_id == job.job_id, jobs.c.lease_token == job.lease_token)
-    )
-    return result.rowcount == 1
+    return _take.run(conn, {"k_job": job.job_id, "k_token": job.lease_token}) == 1
 
 
 def record_run(conn: Connection, job: ClaimedJob, *, worker: str, outcome: str,
                now: datetime) -> None:
-    conn.execute(insert(job_runs).values(job_id=job.job_id, kind=job.kind, ref=job.ref,
-                                         worker=worker, outcome=outcome[:40], finished_at=now))
+    _record_run.run(conn, {"job_id": job.job_id, "kind": job.kind, "ref": job.ref,
+                           "worker": worker, "outcome": outcome[:40], "finished_at": now})
 
 
 def release_failed(conn: Connection, job: ClaimedJob, *, error: str, retry_at: datetime,

@@ -85,7 +85,8 @@ def upgrade() -> None:
     sa.Column('dead', sa.Integer(), server_default='0', nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
     sa.Column('created_at', kassa.db.tables.UTCDateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('job_id', name=op.f('pk_jobs'))
+    sa.PrimaryKeyConstraint('job_id', name=op.f('pk_jobs')),
+    sqlite_autoincrement=True,
     )
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_jobs_dead_run_at'), ['dead', 'run_at'], unique=False)
