@@ -34,6 +34,11 @@ def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
 
 
 def is_forbidden_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(addr, ipaddress.IPv6Address):
+        # 6to4 and Teredo addresses carry an IPv4 address inside: judge that one too.
+        inner = [addr.sixtofour, *(addr.teredo or ())]
+        if any(v4 is not None and is_forbidden_address(v4) for v4 in inner):
+            return True
     return (
         addr.is_private
         or addr.is_loopback
