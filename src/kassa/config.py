@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # Workers
     run_worker: bool = True  # `kassa serve` runs the worker in-process
     worker_poll_seconds: float = 0.25
-    worker_batch_size: int = 50
+    worker_batch_size: int = 100
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 12
 

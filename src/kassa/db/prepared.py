@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement, ColumnElement
@@ -84,11 +85,27 @@ class Prepared:
             return tuple(values[n] for n in c.positional)
         return values
 
+    @staticmethod
+    def _execute(conn: Connection, c: _Compiled, params: Any, *, many: bool = False) -> Any:
+        """Run on the raw cursor; a driver error is raised as conn.execute would raise it
+        (sqlalchemy.exc.IntegrityError etc.), so callers catch one exception family."""
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if many:
+                cursor.executemany(c.sql, params)
+            else:
+                cursor.execute(c.sql, params)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            cursor.close()
+            raise DBAPIError.instance(
+                c.sql, params, exc, conn.dialect.loaded_dbapi.Error,
+                hide_parameters=conn.engine.hide_parameters, dialect=conn.dialect,
+                ismulti=many) from exc
+        return cursor
+
     def _cursor(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, _Compiled]:
         c = self._for(conn)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(c.sql, self._params(c, params))
-        return cursor, c
+        return self._execute(conn, c, self._params(c, params)), c
 
     def run(self, conn: Connection, params: Mapping[str, Any] | None = None) -> int:
         """Execute; returns the row count."""
@@ -99,9 +116,7 @@ class Prepared:
 
     def run_many(self, conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
         c = self._for(conn)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(c.sql, [self._params(c, r) for r in rows])
-        cursor.close()
+        self._execute(conn, c, [self._params(c, r) for r in rows], many=True).close()
 
     @staticmethod
     def _row(c: _Compiled, raw: Sequence[Any]) -> dict[str, Any]:

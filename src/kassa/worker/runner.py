@@ -71,8 +71,9 @@ class Worker:
         claimed = await self.db.write(lambda conn: queue.claim(
             conn, worker=self.name, now=now, limit=s.worker_batch_size,
             lease_seconds=s.job_lease_seconds))
-        for job in claimed:
-            await self.run_job(job)
+        # Each job is its own unit of work: on SQLite they share one group commit, on
+        # PostgreSQL they run side by side on the pool. A failing job affects only itself.
+        await asyncio.gather(*(self.run_job(job) for job in claimed))
         return len(claimed)
 
     async def run_job(self, job: queue.ClaimedJob) -> None:
