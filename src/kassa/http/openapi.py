@@ -41,18 +41,19 @@ def _to_openapi30(node: Any) -> Any:
     node = {k: _to_openapi30(v) for k, v in node.items()}
     any_of = node.get("anyOf")
     if isinstance(any_of, list) and {"type": "null"} in any_of:
+        # OpenAPI 3.0.3: `nullable` only widens a `type` in the same schema, so a $ref or a
+        # union is made nullable by an explicit null branch (an untyped schema allows null).
         rest = [s for s in any_of if s != {"type": "null"}]
         node.pop("anyOf")
-        if len(rest) == 1:
-            if "$ref" in rest[0]:
-                node["allOf"] = rest
-            else:
-                node.update(rest[0])
+        if len(rest) == 1 and "$ref" not in rest[0]:
+            node.update(rest[0])
         else:
-            node["anyOf"] = rest
+            node["anyOf"] = [*rest, {"enum": [None]}]
         node["nullable"] = True
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    if node.get("nullable") is True and None not in node.get("enum", [None]):
+        node["enum"] = [*node["enum"], None]  # an enum must list null to allow it
     # 2020-12 bounds are numbers; OpenAPI 3.0 pairs minimum/maximum with a boolean flag.
     for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         value = node.get(exclusive)

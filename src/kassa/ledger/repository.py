@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, insert, literal_column, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kassa.core.ledger import Entry
@@ -62,18 +62,22 @@ def cached_balance(conn: Connection, *, mode: str, ledger_account: str, currency
     return int(value or 0)
 
 
-def posted_balances(conn: Connection) -> dict[tuple[str, str, str], int]:
-    """Balances summed from the postings themselves (the truth the cache must match)."""
-    stmt = select(ledger_postings.c.mode, ledger_postings.c.ledger_account,
-                  ledger_postings.c.currency, func.sum(ledger_postings.c.amount)).group_by(
-        ledger_postings.c.mode, ledger_postings.c.ledger_account, ledger_postings.c.currency)
-    return {(m, a, c): int(s) for m, a, c, s in conn.execute(stmt)}
-
-
-def cached_balances(conn: Connection) -> dict[tuple[str, str, str], int]:
-    stmt = select(ledger_balances.c.mode, ledger_balances.c.ledger_account,
-                  ledger_balances.c.currency, ledger_balances.c.balance)
-    return {(m, a, c): int(b) for m, a, c, b in conn.execute(stmt)}
+def posted_and_cached_balances(conn: Connection) -> tuple[
+        dict[tuple[str, str, str], int], dict[tuple[str, str, str], int]]:
+    """Balances summed from the postings (the truth) and the cached balance rows, read by
+    one statement, hence from one snapshot: under READ COMMITTED two statements may see
+    a payment land in between."""
+    p, b = ledger_postings.c, ledger_balances.c
+    stmt = union_all(
+        select(literal_column("'posted'"), p.mode, p.ledger_account, p.currency,
+               func.sum(p.amount)).group_by(p.mode, p.ledger_account, p.currency),
+        select(literal_column("'cached'"), b.mode, b.ledger_account, b.currency, b.balance),
+    )
+    posted: dict[tuple[str, str, str], int] = {}
+    cached: dict[tuple[str, str, str], int] = {}
+    for source, m, a, c, amount in conn.execute(stmt):
+        (posted if source == "posted" else cached)[(m, a, c)] = int(amount)
+    return posted, cached
 
 
 def transaction_sums(conn: Connection) -> list[tuple[str, int]]:

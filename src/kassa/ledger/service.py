@@ -37,8 +37,7 @@ def check_invariants(conn: Connection) -> LedgerCheck:
     for txn, total in repository.transaction_sums(conn):
         if total != 0:
             problems.append(f"transaction {txn} sums to {total}")
-    posted = repository.posted_balances(conn)
-    cached = repository.cached_balances(conn)
+    posted, cached = repository.posted_and_cached_balances(conn)
     for key in set(posted) | set(cached):
         if posted.get(key, 0) != cached.get(key, 0):
             problems.append(f"cached balance {key} is {cached.get(key)} but postings say "
