@@ -133,13 +133,13 @@ def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
                 f"Bank transfers start at {BANK_TRANSFER_MIN_CENTS} cents (CNY)",
                 limit="bank_transfer_minimum", limit_cents=BANK_TRANSFER_MIN_CENTS,
                 amount_cny_cents=amount_cny)
+    if request.test_card is not None and principal.live:
+        raise ValidationError("test_card is accepted with test keys only",
+                              details=[{"field": "test_card", "message": "test mode only"}])
     channel = ctx.channels.for_method(mode=principal.mode, payment_method=method)
     if channel is None:
         raise _unavailable(method, f"Payment method {method} is not available for "
                                    f"{principal.mode} payments on this account")
-    if request.test_card is not None and principal.live:
-        raise ValidationError("test_card is accepted with test keys only",
-                              details=[{"field": "test_card", "message": "test mode only"}])
 
     order_id = ids.order_id()
     try:
