@@ -27,4 +27,4 @@ def iso(moment: datetime | None) -> str | None:
     """The seed's timestamp format: 2026-04-01T11:15:00Z."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"

@@ -55,7 +55,8 @@ class Prepared:
             if bind.expanding:
                 raise ValueError("Prepared does not support expanding IN parameters")
             proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            binds.append((name, proc))
+            if proc is not None:  # most types need no conversion: skip them per call
+                binds.append((name, proc))
             if not bind.required and bind.callable is None:
                 defaults.append((name, bind.value))
         positional = tuple(compiled.positiontup) if compiled.positiontup is not None else None
@@ -76,11 +77,11 @@ class Prepared:
 
     @staticmethod
     def _params(c: _Compiled, params: Mapping[str, Any]) -> Any:
-        values = dict(c.defaults)
-        values.update(params)
+        values = {**dict(c.defaults), **params} if c.defaults else dict(params)
         for name, proc in c.binds:
-            if proc is not None and name in values and values[name] is not None:
-                values[name] = proc(values[name])
+            value = values.get(name)
+            if value is not None:
+                values[name] = proc(value)  # type: ignore[misc]
         if c.positional is not None:
             return tuple(values[n] for n in c.positional)
         return values
