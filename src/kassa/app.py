@@ -16,7 +16,7 @@ from starlette.routing import Route
 from kassa.config import Settings
 from kassa.context import ServiceContext, build_context
 from kassa.db.database import Database, open_database
-from kassa.http.api import Api, Dispatcher, json_response
+from kassa.http.api import Api, Dispatcher, FastRoutes, json_response
 from kassa.http.auth import Authenticator
 from kassa.http.openapi import docs_routes
 from kassa.http.ratelimit import RateLimiter
@@ -53,7 +53,8 @@ async def _health(_: Request) -> Response:
 
 
 def create_app(settings: Settings, *, db: Database | None = None,
-               ctx: ServiceContext | None = None, run_worker: bool | None = None) -> Starlette:
+               ctx: ServiceContext | None = None, run_worker: bool | None = None
+               ) -> FastRoutes:
     ctx = ctx or build_context(settings)
     db = db or open_database(settings.resolved_database_url, pool_size=settings.db_pool_size,
                              sqlite_synchronous=settings.sqlite_synchronous)
@@ -74,7 +75,8 @@ def create_app(settings: Settings, *, db: Database | None = None,
                 await task
             db.close()
 
-    routes = [Route("/healthz", _health, methods=["GET"]), *dispatcher.routes(api),
+    api_routes = dispatcher.routes(api)
+    routes = [Route("/healthz", _health, methods=["GET"]), *api_routes,
               *docs_routes(api, ctx.public_url)]
     app = Starlette(
         routes=routes,
@@ -83,4 +85,4 @@ def create_app(settings: Settings, *, db: Database | None = None,
     )
     app.state.db = db
     app.state.ctx = ctx
-    return app
+    return FastRoutes(api_routes, app)

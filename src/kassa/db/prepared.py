@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.base import Executable
@@ -38,12 +38,13 @@ class _Compiled:
 
 
 class Prepared:
-    __slots__ = ("_by_dialect", "columns", "statement")
+    __slots__ = ("_by_dialect", "_multi", "columns", "statement")
 
     def __init__(self, statement: Executable, *, columns: Sequence[str] | None = None) -> None:
         self.statement = statement
         self.columns = list(columns) if columns is not None else None
         self._by_dialect: dict[str, _Compiled] = {}
+        self._multi: dict[int, Prepared] = {}
 
     def _compile(self, dialect: Dialect) -> _Compiled:
         assert isinstance(self.statement, ClauseElement)
@@ -116,8 +117,24 @@ class Prepared:
         return count
 
     def run_many(self, conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Insert several rows. SQLite: the driver's executemany (C). PostgreSQL: one
+        multi-row VALUES statement, one round trip, rather than psycopg's pipeline."""
+        rows = list(rows)
+        if conn.dialect.name == "postgresql" and len(rows) > 1:
+            flat = {f"{k}__{i}": v for i, row in enumerate(rows) for k, v in row.items()}
+            self._multi_row(len(rows), rows[0].keys()).run(conn, flat)
+            return
         c = self._for(conn)
         self._execute(conn, c, [self._params(c, r) for r in rows], many=True).close()
+
+    def _multi_row(self, n: int, keys: Iterable[str]) -> Prepared:
+        prepared = self._multi.get(n)
+        if prepared is None:
+            names = self.columns or list(keys)
+            stmt = self.statement.values(  # type: ignore[attr-defined]
+                [{k: bindparam(f"{k}__{i}") for k in names} for i in range(n)])
+            prepared = self._multi[n] = Prepared(stmt)
+        return prepared
 
     @staticmethod
     def _row(c: _Compiled, raw: Sequence[Any]) -> dict[str, Any]:

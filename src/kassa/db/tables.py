@@ -136,6 +136,7 @@ orders = Table(
     Column("return_url", Text, nullable=True),
     Column("callback_url", Text, nullable=True),
     Column("metadata_json", Text, nullable=True),
+    Column("description", String(300), nullable=False),  # "Payment for task: <title>"
     Column("card_brand", String(20), nullable=True),
     Column("card_last4", String(4), nullable=True),
     Column("sandbox_outcome", String(24), nullable=True),

@@ -181,6 +181,7 @@ def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
         "return_url": return_url,
         "callback_url": callback_url,
         "metadata_json": None if metadata is None else orjson.dumps(metadata).decode(),
+        "description": f"Payment for task: {task['title']}"[:300],
         "card_brand": answer.card.brand if answer.card else None,
         "card_last4": answer.card.last4 if answer.card else None,
         "sandbox_outcome": answer.planned_outcome.value if answer.planned_outcome else None,
@@ -240,11 +241,6 @@ def _announce(conn: Connection, ctx: ServiceContext, order: Mapping[Any, Any], e
 def complete_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
                    now: datetime) -> dict[str, Any] | None:
     """The channel confirmed the money: pending/processing -> completed, into escrow."""
-    before = repository.get_order_by_id(conn, order_id)
-    if before is None:
-        return None
-    title = tasks.title_of(conn, account_id=before["account_id"], mode=before["mode"],
-                           task_id=before["task_id"]) if before["task_id"] else None
     transaction_id = ids.transaction_id()
     order = repository.transition(
         conn, order_id=order_id, sources=sources_for(OrderStatus.COMPLETED) - {
@@ -257,7 +253,7 @@ def complete_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
         source=accounts.external(order["payment_method"]),
         destination=accounts.customer_escrow(order["account_id"]),
         amount=order["amount_cny"],
-        description=f"Payment for task: {title}" if title else f"Payment {order_id}",
+        description=order["description"],
     )
     ledger.post(conn, mode=order["mode"], account_id=order["account_id"], order_id=order_id,
                 entry=entry, now=now, transaction_id=transaction_id)

@@ -19,7 +19,6 @@ _insert = Prepared(insert(tasks))
 _get = Prepared(select(tasks).where(*_KEY))
 _get_for_update = Prepared(select(tasks).where(*_KEY).with_for_update())
 _exists = Prepared(select(tasks.c.task_id).where(*_KEY))
-_title = Prepared(select(tasks.c.title).where(*_KEY))
 _get_with_status = Prepared(
     select(tasks, orders.c.status.label("payment_status"))
     .outerjoin(orders, orders.c.order_id == tasks.c.current_order_id)
@@ -63,8 +62,3 @@ def set_current_order(conn: Connection, *, account_id: str, mode: str, task_id: 
                       order_id: str, now: datetime) -> None:
     _set_current_order.run(conn, {"k_account": account_id, "k_mode": mode, "k_task": task_id,
                                   "k_order": order_id, "k_now": now})
-
-
-def title_of(conn: Connection, *, account_id: str, mode: str, task_id: str) -> str | None:
-    value = _title.scalar(conn, _key(account_id, mode, task_id))
-    return None if value is None else str(value)

@@ -158,6 +158,7 @@ def upgrade() -> None:
     sa.Column('return_url', sa.Text(), nullable=True),
     sa.Column('callback_url', sa.Text(), nullable=True),
     sa.Column('metadata_json', sa.Text(), nullable=True),
+    sa.Column('description', sa.String(length=300), nullable=False),
     sa.Column('card_brand', sa.String(length=20), nullable=True),
     sa.Column('card_last4', sa.String(length=4), nullable=True),
     sa.Column('sandbox_outcome', sa.String(length=24), nullable=True),
