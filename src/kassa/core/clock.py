@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
-SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")  # no DST since 1991
+_SHANGHAI_OFFSET = timedelta(hours=8)  # Asia/Shanghai: UTC+8, no DST since 1991
+SHANGHAI = timezone(_SHANGHAI_OFFSET, "Asia/Shanghai")
 
 
 class Clock:
@@ -20,11 +21,15 @@ class Clock:
 
 def shanghai_day(moment: datetime) -> str:
     """The Asia/Shanghai calendar day a moment falls on (daily limits count by it)."""
-    return moment.astimezone(SHANGHAI).strftime("%Y-%m-%d")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return (moment + _SHANGHAI_OFFSET).date().isoformat()
 
 
 def iso(moment: datetime | None) -> str | None:
     """The seed's timestamp format: 2026-04-01T11:15:00Z."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="seconds")[:-6] + "Z"  # drop "+00:00"

@@ -82,7 +82,8 @@ def split_fee(amount: int, fee_bps: int) -> FeeSplit:
         raise MoneyError("amount must not be negative")
     if not 0 <= fee_bps <= 10_000:
         raise MoneyError("fee must be between 0 and 10000 basis points")
-    fee = round_half_up(Decimal(amount) * Decimal(fee_bps) / Decimal(10_000))
+    # round_half_up(amount * fee_bps / 10000), exactly, in integers.
+    fee = (amount * fee_bps * 2 + 10_000) // 20_000
     return FeeSplit(total=amount, platform_fee=fee, worker_payout=amount - fee)
 
 
