@@ -271,6 +271,17 @@ class PostgresDatabase(Database):
             pool_pre_ping=False,
             pool_recycle=3600,
         )
+        # Reads in autocommit: under READ COMMITTED every statement takes its own
+        # snapshot even inside a transaction, so BEGIN/COMMIT around a read only cost
+        # two round trips. Writes keep one transaction per unit.
+        self._read_engine = create_engine(
+            url,
+            hide_parameters=True,
+            isolation_level="AUTOCOMMIT",
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_recycle=3600,
+        )
         self._executor = ThreadPoolExecutor(max_workers=pool_size,
                                             thread_name_prefix="kassa-pg")
 
@@ -283,7 +294,7 @@ class PostgresDatabase(Database):
             return fn(conn)
 
     def _read(self, fn: Unit[T]) -> T:
-        with self._engine.connect() as conn, conn.begin():
+        with self._read_engine.connect() as conn:
             return fn(conn)
 
     async def write(self, fn: Unit[T]) -> T:
@@ -300,6 +311,7 @@ class PostgresDatabase(Database):
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._engine.dispose()
+        self._read_engine.dispose()
 
 
 def open_database(url: str, *, pool_size: int = 12, sqlite_synchronous: str = "FULL") -> Database:
