@@ -15,31 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.factories import MISSING, assert_error, new_task, pay, pay_body
 from tests.support.harness import KassaServer, Merchant
-
-RETURN_URL = "https://merchant.example/paid"
-MISSING = object()  # an override that removes the field
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert list(body) == ["error"], body
-    error: dict[str, Any] = body["error"]
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"].strip(), error
-    return error
 
 
 def error_fields(error: dict[str, Any]) -> list[str]:
     return [d["field"] for d in error.get("details", [])]
-
-
-def pay_body(task_ref: str, /, **overrides: Any) -> dict[str, Any]:
-    body = {"task_id": task_ref, "amount": 5000, "currency": "CNY", "payment_method": "alipay",
-            "return_url": RETURN_URL, **overrides}
-    return {k: v for k, v in body.items() if v is not MISSING}
 
 
 def metadata_of_size(size: int) -> dict[str, str]:
@@ -52,10 +33,7 @@ def metadata_of_size(size: int) -> dict[str, str]:
 @pytest.fixture
 def task_id(merchant: Merchant) -> str:
     """An unpaid 5000-cent CNY task."""
-    r = merchant.test.post("/api/v1/tasks", json={"title": "Bad input target", "amount": 5000,
-                                                  "currency": "CNY", "dispatch": False})
-    assert r.status_code == 201, r.text
-    return str(r.json()["task"]["task_id"])
+    return new_task(merchant.test, title="Bad input target")
 
 
 def assert_unpaid(client: httpx.Client, task_id: str) -> None:
@@ -66,7 +44,7 @@ def assert_unpaid(client: httpx.Client, task_id: str) -> None:
 
 def assert_pays_normally(client: httpx.Client, task_id: str) -> None:
     """The follow-up valid request: the task is still payable, exactly once."""
-    r = client.post("/api/v1/payment/create", json=pay_body(task_id))
+    r = pay(client, task_id)
     assert r.status_code == 201, r.text
     r2 = client.get(f"/api/v1/tasks/{task_id}")
     assert r2.json()["order_id"] == r.json()["order_id"]

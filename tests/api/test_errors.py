@@ -13,34 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.factories import assert_error, new_task, pay_body
 from tests.support.harness import KassaServer, Merchant
 
-RETURN_URL = "https://merchant.example/paid"
 DECLINED_CARD = "4000000000000002"
-
-
-def new_task(client: httpx.Client, amount: int = 5000, currency: str = "CNY") -> str:
-    r = client.post("/api/v1/tasks", json={"title": "Check opening hours", "amount": amount,
-                                           "currency": currency, "dispatch": False})
-    assert r.status_code == 201, r.text
-    return str(r.json()["task"]["task_id"])
-
-
-def pay_body(task_id: str, **overrides: Any) -> dict[str, Any]:
-    return {"task_id": task_id, "amount": 5000, "currency": "CNY", "payment_method": "alipay",
-            "return_url": RETURN_URL, **overrides}
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The seed's error format, exactly one top-level key; returns the error object."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert list(body) == ["error"], body
-    error: dict[str, Any] = body["error"]
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"].strip(), error
-    return error
 
 
 def task_order(client: httpx.Client, task_id: str) -> str | None:

@@ -22,23 +22,8 @@ from kassa.events import repository as events
 from kassa.ledger import repository as ledger
 from kassa.payments.service import JOB_EXPIRE, JOB_SETTLE_SANDBOX
 from tests.conftest import require_postgres
+from tests.support.factories import new_task, pay
 from tests.support.harness import KassaServer, Merchant, fresh_postgres_database, make_settings
-
-RETURN_URL = "https://merchant.example.com/paid"
-
-
-def new_task(client: httpx.Client, amount: int = 5000) -> str:
-    r = client.post("/api/v1/tasks", json={"title": "Expiring task", "amount": amount,
-                                           "currency": "CNY", "dispatch": False})
-    assert r.status_code == 201, r.text
-    return str(r.json()["task"]["task_id"])
-
-
-def pay(client: httpx.Client, task_id: str, amount: int = 5000, **fields: Any
-        ) -> httpx.Response:
-    body = {"task_id": task_id, "amount": amount, "currency": "CNY",
-            "payment_method": "alipay", "return_url": RETURN_URL, **fields}
-    return client.post("/api/v1/payment/create", json=body)
 
 
 def unpaid_card_order(client: httpx.Client, task_id: str, amount: int = 5000) -> dict[str, Any]:
@@ -100,9 +85,11 @@ def test_unpaid_order_expires_once_the_clock_passes_expires_at(server: KassaServ
 
 def test_expired_orders_give_their_daily_volume_back(server: KassaServer) -> None:
     standard = server.merchant(tier="standard")  # 10,000,000 cents a day
-    first = unpaid_card_order(standard.test, new_task(standard.test, 5_000_000), 5_000_000)
-    second = unpaid_card_order(standard.test, new_task(standard.test, 5_000_000), 5_000_000)
-    extra_task = new_task(standard.test, 1_000)
+    first = unpaid_card_order(standard.test, new_task(standard.test, amount=5_000_000),
+                              5_000_000)
+    second = unpaid_card_order(standard.test, new_task(standard.test, amount=5_000_000),
+                               5_000_000)
+    extra_task = new_task(standard.test, amount=1_000)
     r = pay(standard.test, extra_task, amount=1_000)
     assert r.status_code == 400, r.text
     assert (r.json()["error"]["code"], r.json()["error"]["limit"]) == ("limit_exceeded", "daily")

@@ -12,16 +12,8 @@ from sqlalchemy import func, select
 
 from kassa.db.tables import orders
 from kassa.db.tables import tasks as tasks_table
+from tests.support.factories import RETURN_URL, assert_error, new_task, pay_body
 from tests.support.harness import KassaServer, Merchant
-
-RETURN_URL = "https://merchant.example.com/paid"
-
-
-def new_task(client: httpx.Client, amount: int = 5000) -> str:
-    r = client.post("/api/v1/tasks", json={"title": "Idempotent task", "amount": amount,
-                                           "currency": "CNY", "dispatch": False})
-    assert r.status_code == 201, r.text
-    return str(r.json()["task"]["task_id"])
 
 
 def post(client: httpx.Client, path: str, body: dict[str, Any], key: str | None
@@ -30,11 +22,6 @@ def post(client: httpx.Client, path: str, body: dict[str, Any], key: str | None
     if key is not None:
         headers["Idempotency-Key"] = key
     return client.post(path, content=orjson.dumps(body), headers=headers)
-
-
-def payment_body(task_id: str, amount: int = 5000) -> dict[str, Any]:
-    return {"task_id": task_id, "amount": amount, "currency": "CNY",
-            "payment_method": "alipay", "return_url": RETURN_URL}
 
 
 def task_body(title: str = "Keyed task", dispatch: bool = True) -> dict[str, Any]:
@@ -59,30 +46,23 @@ def tasks_of(server: KassaServer, merchant: Merchant, mode: str = "test") -> int
     return int(server.db.write_sync(lambda conn: conn.execute(stmt).scalar()) or 0)
 
 
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    error: dict[str, Any] = r.json()["error"]
-    assert error["code"] == code, error
-    return error
-
-
 def test_same_key_and_body_replays_the_first_response(server: KassaServer,
                                                       merchant: Merchant) -> None:
     task_id = new_task(merchant.test)
-    first = post(merchant.test, "/api/v1/payment/create", payment_body(task_id), "pay-1")
+    first = post(merchant.test, "/api/v1/payment/create", pay_body(task_id), "pay-1")
     assert first.status_code == 201, first.text
-    second = post(merchant.test, "/api/v1/payment/create", payment_body(task_id), "pay-1")
+    second = post(merchant.test, "/api/v1/payment/create", pay_body(task_id), "pay-1")
     assert second.status_code == 201
     assert second.content == first.content
     assert orders_of(server, merchant, task_id) == 1
     # Without the key, the same body is a second attempt at the same task: refused.
-    third = post(merchant.test, "/api/v1/payment/create", payment_body(task_id), None)
+    third = post(merchant.test, "/api/v1/payment/create", pay_body(task_id), None)
     error = assert_error(third, 409, "duplicate_order")
     assert error["order_id"] == first.json()["order_id"]
 
     # A replay is the first response, even after the order moved on.
     server.wait_for_status(merchant.test, first.json()["order_id"], "completed")
-    later = post(merchant.test, "/api/v1/payment/create", payment_body(task_id), "pay-1")
+    later = post(merchant.test, "/api/v1/payment/create", pay_body(task_id), "pay-1")
     assert (later.status_code, later.content) == (201, first.content)
     assert later.json()["status"] == "pending"
     assert orders_of(server, merchant, task_id) == 1
@@ -91,9 +71,9 @@ def test_same_key_and_body_replays_the_first_response(server: KassaServer,
 def test_same_key_with_another_body_is_refused(server: KassaServer, merchant: Merchant) -> None:
     task_id = new_task(merchant.test)
     other_task = new_task(merchant.test)
-    first = post(merchant.test, "/api/v1/payment/create", payment_body(task_id), "pay-2")
+    first = post(merchant.test, "/api/v1/payment/create", pay_body(task_id), "pay-2")
     assert first.status_code == 201, first.text
-    r = post(merchant.test, "/api/v1/payment/create", payment_body(other_task), "pay-2")
+    r = post(merchant.test, "/api/v1/payment/create", pay_body(other_task), "pay-2")
     error = assert_error(r, 400, "idempotency_key_reused")
     assert error["idempotency_key"] == "pay-2"
     assert orders_of(server, merchant, other_task) == 0
@@ -103,7 +83,7 @@ def test_same_key_with_another_body_is_refused(server: KassaServer, merchant: Me
     assert_error(r, 400, "idempotency_key_reused")
     assert tasks_of(server, merchant) == 2
     # And the original still replays.
-    again = post(merchant.test, "/api/v1/payment/create", payment_body(task_id), "pay-2")
+    again = post(merchant.test, "/api/v1/payment/create", pay_body(task_id), "pay-2")
     assert again.content == first.content
 
 
@@ -144,18 +124,18 @@ def test_keys_belong_to_one_merchant_and_mode(server: KassaServer) -> None:
 
 def test_a_failed_request_leaves_no_key_behind(server: KassaServer, merchant: Merchant) -> None:
     task_id = new_task(merchant.test)
-    wrong = post(merchant.test, "/api/v1/payment/create", payment_body(task_id, 3000), "fix-me")
+    wrong = post(merchant.test, "/api/v1/payment/create", pay_body(task_id, amount=3000), "fix-me")
     assert_error(wrong, 400, "amount_mismatch")
     assert orders_of(server, merchant, task_id) == 0
     # Had the error been stored, a corrected body under the same key would be
     # idempotency_key_reused; it is a fresh request instead.
-    fixed = post(merchant.test, "/api/v1/payment/create", payment_body(task_id), "fix-me")
+    fixed = post(merchant.test, "/api/v1/payment/create", pay_body(task_id), "fix-me")
     assert fixed.status_code == 201, fixed.text
     assert orders_of(server, merchant, task_id) == 1
     # From now on the key is taken by the successful request.
-    assert post(merchant.test, "/api/v1/payment/create", payment_body(task_id),
+    assert post(merchant.test, "/api/v1/payment/create", pay_body(task_id),
                 "fix-me").content == fixed.content
-    assert_error(post(merchant.test, "/api/v1/payment/create", payment_body(task_id, 3000),
+    assert_error(post(merchant.test, "/api/v1/payment/create", pay_body(task_id, amount=3000),
                       "fix-me"), 400, "idempotency_key_reused")
 
 
@@ -175,6 +155,6 @@ def test_task_creation_with_a_key(server: KassaServer, merchant: Merchant) -> No
 
 def test_an_unusable_key_is_refused(server: KassaServer, merchant: Merchant) -> None:
     task_id = new_task(merchant.test)
-    r = post(merchant.test, "/api/v1/payment/create", payment_body(task_id), "k" * 256)
+    r = post(merchant.test, "/api/v1/payment/create", pay_body(task_id), "k" * 256)
     assert_error(r, 400, "validation_error")
     assert orders_of(server, merchant, task_id) == 0

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from kassa.tasks import repository as tasks
+from tests.support.factories import RETURN_URL, new_task, pay
 from tests.support.harness import KassaServer, Merchant
 
-RETURN_URL = "https://merchant.example.com/paid"
 DAILY_LIMIT = {"standard": 10_000_000, "verified": 50_000_000}
 
 
@@ -26,19 +26,6 @@ def create_task(client: httpx.Client, amount: int, currency: str = "CNY", *,
     if task_id is not None:
         body["task_id"] = task_id
     return client.post("/api/v1/tasks", json=body)
-
-
-def new_task(client: httpx.Client, amount: int, currency: str = "CNY") -> str:
-    r = create_task(client, amount, currency)
-    assert r.status_code == 201, r.text
-    return str(r.json()["task"]["task_id"])
-
-
-def pay(client: httpx.Client, task_id: str, amount: int, currency: str = "CNY",
-        **fields: Any) -> httpx.Response:
-    body = {"task_id": task_id, "amount": amount, "currency": currency,
-            "payment_method": "alipay", "return_url": RETURN_URL, **fields}
-    return client.post("/api/v1/payment/create", json=body)
 
 
 def assert_limit(r: httpx.Response, limit: str) -> dict[str, Any]:
@@ -112,8 +99,8 @@ def test_per_transaction_bounds_are_inclusive(server: KassaServer, merchant: Mer
 
 def test_usd_order_records_its_cny_amount_and_rate(server: KassaServer,
                                                    merchant: Merchant) -> None:
-    task_id = new_task(merchant.test, 1_000, "USD")
-    r = pay(merchant.test, task_id, 1_000, "USD")
+    task_id = new_task(merchant.test, amount=1_000, currency="USD")
+    r = pay(merchant.test, task_id, 1_000, currency="USD")
     assert r.status_code == 201, r.text
     order = r.json()
     assert (order["amount"], order["currency"]) == (1_000, "USD")
@@ -144,7 +131,8 @@ def test_usd_limits_apply_to_the_cny_equivalent(server: KassaServer,
     assert create_task(merchant.test, 141, "USD").status_code == 201
 
     legacy = store_task_directly(server, merchant, 704_226, "USD")
-    assert_limit(pay(merchant.test, legacy, 704_226, "USD"), "per_transaction_maximum")
+    assert_limit(pay(merchant.test, legacy, 704_226, currency="USD"),
+                 "per_transaction_maximum")
     assert_no_order(merchant.test, legacy)
 
 
@@ -164,7 +152,7 @@ def test_daily_limit_by_tier(server: KassaServer, tier: str) -> None:
     assert (error["limit_cents"], error["used_cents"]) == (limit, limit)
     assert_no_task(merchant.test, "one-too-many")
     # Through payment/create: refused, and the task has no order.
-    task_id = new_task(merchant.test, 1_000)
+    task_id = new_task(merchant.test, amount=1_000)
     assert_limit(pay(merchant.test, task_id, 1_000), "daily")
     assert_no_order(merchant.test, task_id)
 

@@ -9,22 +9,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.factories import RETURN_URL, assert_error, new_task, pay
 from tests.support.harness import KassaServer, Merchant
-
-RETURN_URL = "https://merchant.example.com/paid"
 
 
 def create_task(client: httpx.Client, task_id: str, **fields: Any) -> httpx.Response:
     body: dict[str, Any] = {"task_id": task_id, "title": "Live task", "amount": 5000,
                             "currency": "CNY", **fields}
     return client.post("/api/v1/tasks", json=body)
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    error: dict[str, Any] = r.json()["error"]
-    assert error["code"] == code, error
-    return error
 
 
 def assert_no_task(client: httpx.Client, task_id: str) -> None:
@@ -44,11 +36,8 @@ def test_live_payment_without_upstream_is_unavailable(server: KassaServer,
 
 def test_live_payment_create_without_upstream_is_unavailable(server: KassaServer,
                                                              merchant: Merchant) -> None:
-    r = create_task(merchant.live, "live-unpaid", dispatch=False)
-    assert r.status_code == 201, r.text
-    r = merchant.live.post("/api/v1/payment/create", json={
-        "task_id": "live-unpaid", "amount": 5000, "payment_method": "alipay",
-        "return_url": RETURN_URL})
+    new_task(merchant.live, task_id="live-unpaid")
+    r = pay(merchant.live, "live-unpaid")
     assert_error(r, 400, "payment_method_unavailable")
     task = merchant.live.get("/api/v1/tasks/live-unpaid").json()
     assert (task["order_id"], task["payment_status"]) == (None, None)
@@ -62,10 +51,9 @@ def test_test_card_is_refused_with_a_live_key(server: KassaServer, merchant: Mer
     assert "4242424242424242" not in r.text
     assert_no_task(merchant.live, "live-card")
 
-    assert create_task(merchant.live, "live-card-later", dispatch=False).status_code == 201
-    r = merchant.live.post("/api/v1/payment/create", json={
-        "task_id": "live-card-later", "amount": 5000, "payment_method": "card",
-        "return_url": RETURN_URL, "test_card": "4242424242424242"})
+    new_task(merchant.live, task_id="live-card-later")
+    r = pay(merchant.live, "live-card-later", payment_method="card",
+            test_card="4242424242424242")
     error = assert_error(r, 400, "validation_error")
     assert [d["field"] for d in error["details"]] == ["test_card"]
     assert merchant.live.get("/api/v1/tasks/live-card-later").json()["order_id"] is None

@@ -11,9 +11,8 @@ import pytest
 from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
+from tests.support.factories import RETURN_URL, new_task, pay
 from tests.support.harness import KassaServer, Merchant
-
-RETURN_URL = "https://merchant.example/paid"
 
 
 @pytest.fixture
@@ -82,13 +81,8 @@ def test_document_lists_the_payment_and_task_endpoints(document: dict[str, Any])
 
 def _create(client: httpx.Client, amount: int = 5000, currency: str = "CNY",
             **payment: Any) -> httpx.Response:
-    r = client.post("/api/v1/tasks", json={"title": "Schema check", "amount": amount,
-                                           "currency": currency, "dispatch": False})
-    assert r.status_code == 201, r.text
-    task_id = r.json()["task"]["task_id"]
-    return client.post("/api/v1/payment/create", json={
-        "task_id": task_id, "amount": amount, "currency": currency,
-        "payment_method": "alipay", "return_url": RETURN_URL, **payment})
+    task_id = new_task(client, amount=amount, currency=currency, title="Schema check")
+    return pay(client, task_id, amount, currency=currency, **payment)
 
 
 def test_create_and_query_responses_match_the_payment_order_schema(

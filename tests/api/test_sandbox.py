@@ -15,28 +15,14 @@ from sqlalchemy import Connection, MetaData, select
 from kassa.db.tables import ledger_transactions
 from kassa.events import repository as events
 from kassa.ledger import repository as ledger
+from tests.support.factories import RETURN_URL, assert_error, new_task, pay
 from tests.support.harness import KassaServer, Merchant
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-RETURN_URL = "https://merchant.example.com/paid"
 SUCCESS_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
 NO_FUNDS_CARD = "4000000000009995"
 FULL_CARD_NUMBERS = (SUCCESS_CARD, DECLINED_CARD, NO_FUNDS_CARD)
-
-
-def new_task(client: httpx.Client, amount: int = 5000) -> str:
-    r = client.post("/api/v1/tasks", json={"title": "Sandbox task", "amount": amount,
-                                           "currency": "CNY", "dispatch": False})
-    assert r.status_code == 201, r.text
-    return str(r.json()["task"]["task_id"])
-
-
-def pay(client: httpx.Client, task_id: str, amount: int = 5000, **fields: Any
-        ) -> httpx.Response:
-    body = {"task_id": task_id, "amount": amount, "currency": "CNY",
-            "payment_method": "alipay", "return_url": RETURN_URL, **fields}
-    return client.post("/api/v1/payment/create", json=body)
 
 
 def assert_no_order(client: httpx.Client, task_id: str) -> None:
@@ -44,13 +30,6 @@ def assert_no_order(client: httpx.Client, task_id: str) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["order_id"] is None
     assert r.json()["payment_status"] is None
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    error: dict[str, Any] = r.json()["error"]
-    assert error["code"] == code, error
-    return error
 
 
 # --- wallets and bank transfer settle by themselves --------------------------------------

@@ -7,6 +7,7 @@ import re
 import httpx
 
 from kassa.accounts import service as accounts
+from tests.support.factories import new_task
 from tests.support.harness import KassaServer, Merchant
 
 SEED_TASK = "550e8400-e29b-41d4-a716-446655440000"
@@ -22,10 +23,7 @@ ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 def _seed_task(client: httpx.Client) -> None:
-    r = client.post("/api/v1/tasks", json={
-        "task_id": SEED_TASK, "title": "Verify restaurant opening hours", "amount": 5000,
-        "currency": "CNY", "dispatch": False})
-    assert r.status_code == 201, r.text
+    new_task(client, task_id=SEED_TASK, title="Verify restaurant opening hours")
 
 
 def test_seed_create_example_as_printed(server: KassaServer, merchant: Merchant) -> None:
@@ -53,10 +51,7 @@ def test_seed_create_with_the_sandbox_credentials(server: KassaServer) -> None:
     """SPEC §1: the demo account answers to the seed's sandbox key and secret."""
     server.db.write_sync(lambda conn: accounts.ensure_demo_account(conn, server.ctx))
     with server.client(accounts.DEMO_TEST_KEY, accounts.DEMO_TEST_SECRET) as client:
-        r = client.post("/api/v1/tasks", json={"title": "Sandbox task", "amount": 5000,
-                                               "currency": "CNY", "dispatch": False})
-        assert r.status_code == 201, r.text
-        task_id = r.json()["task"]["task_id"]
+        task_id = new_task(client, title="Sandbox task")
         r = client.post("/api/v1/payment/create", json={**SEED_CREATE_BODY, "task_id": task_id})
         assert r.status_code == 201, r.text
         # "All test payments automatically succeed after 5 seconds" (here: the test's delay)

@@ -10,21 +10,11 @@ import httpx
 import pytest
 
 from kassa.payments.schemas import PaymentOrder
+from tests.support.factories import RETURN_URL, assert_error, pay
 from tests.support.harness import KassaServer, Merchant
 
-RETURN_URL = "https://merchant.example/paid"
 CALLBACK_URL = "https://merchant.example/hooks/kassa"
 ORDER_FIELDS = set(PaymentOrder.model_fields)
-
-
-def assert_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    body = r.json()
-    assert list(body) == ["error"], body
-    error: dict[str, Any] = body["error"]
-    assert error["code"] == code, error
-    assert isinstance(error["message"], str) and error["message"].strip(), error
-    return error
 
 
 def get_task(client: httpx.Client, task_id: str) -> dict[str, Any]:
@@ -102,9 +92,7 @@ def test_undispatched_task_is_paid_through_payment_create(server: KassaServer,
     task = get_task(merchant.test, task_id)
     assert (task["order_id"], task["payment_status"]) == (None, None)
 
-    r = merchant.test.post("/api/v1/payment/create", json={
-        "task_id": task_id, "amount": 8800, "currency": "CNY", "payment_method": "alipay",
-        "return_url": RETURN_URL})
+    r = pay(merchant.test, task_id, amount=8800)
     assert r.status_code == 201, r.text
     order = r.json()
     assert order["status"] == "pending"

@@ -18,13 +18,13 @@ from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, select
 
 from kassa.db.tables import daily_volume, orders, tasks
+from tests.support.factories import RETURN_URL, new_task, pay_body
 from tests.support.harness import KassaServer, Merchant
 
 CLIENTS = 50
-RETURN_URL = "https://example.com/done"
 
 
 @dataclass(frozen=True)
@@ -77,35 +77,29 @@ def new_task_id() -> str:
     return f"race-{uuid.uuid4().hex[:16]}"
 
 
-def create_task(merchant: Merchant, task_id: str, amount: int = 5000) -> None:
-    r = merchant.test.post("/api/v1/tasks", json={
-        "task_id": task_id, "title": "Raced task", "amount": amount, "currency": "CNY",
-        "dispatch": False})
-    assert r.status_code == 201, r.text
+def rows_of_task(server: KassaServer, merchant: Merchant, table: Table,
+                 task_id: str) -> list[dict[str, Any]]:
+    """The merchant's rows of `table` (orders, tasks) with this task_id, read from the database."""
+    def unit(conn: Connection) -> list[dict[str, Any]]:
+        stmt = select(table).where(table.c.account_id == merchant.account_id,
+                                   table.c.task_id == task_id)
+        return [dict(r) for r in conn.execute(stmt).mappings()]
+    return server.db.write_sync(unit)
 
 
 def orders_of_task(server: KassaServer, merchant: Merchant, task_id: str) -> list[dict[str, Any]]:
-    def unit(conn: Connection) -> list[dict[str, Any]]:
-        stmt = select(orders).where(orders.c.account_id == merchant.account_id,
-                                    orders.c.task_id == task_id)
-        return [dict(r) for r in conn.execute(stmt).mappings()]
-    return server.db.write_sync(unit)
+    return rows_of_task(server, merchant, orders, task_id)
 
 
 def tasks_with_id(server: KassaServer, merchant: Merchant, task_id: str) -> list[dict[str, Any]]:
-    def unit(conn: Connection) -> list[dict[str, Any]]:
-        stmt = select(tasks).where(tasks.c.account_id == merchant.account_id,
-                                   tasks.c.task_id == task_id)
-        return [dict(r) for r in conn.execute(stmt).mappings()]
-    return server.db.write_sync(unit)
+    return rows_of_task(server, merchant, tasks, task_id)
 
 
 def test_fifty_creates_for_one_task_make_one_order(server: KassaServer,
                                                    merchant: Merchant) -> None:
     task_id = new_task_id()
-    create_task(merchant, task_id)
-    body = {"task_id": task_id, "amount": 5000, "currency": "CNY", "payment_method": "alipay",
-            "return_url": RETURN_URL}
+    new_task(merchant.test, task_id=task_id, title="Raced task")
+    body = pay_body(task_id)
 
     replies = all_at_once(server, merchant, CLIENTS,
                           lambda c, _: c.post("/api/v1/payment/create", json=body))
@@ -132,10 +126,9 @@ def test_fifty_creates_for_one_task_make_one_order(server: KassaServer,
 def test_fifty_requests_with_one_idempotency_key_execute_once(server: KassaServer,
                                                               merchant: Merchant) -> None:
     task_id = new_task_id()
-    create_task(merchant, task_id)
+    new_task(merchant.test, task_id=task_id, title="Raced task")
     key = f"idem-{uuid.uuid4()}"
-    body = {"task_id": task_id, "amount": 5000, "currency": "CNY", "payment_method": "alipay",
-            "return_url": RETURN_URL}
+    body = pay_body(task_id)
 
     replies = all_at_once(server, merchant, CLIENTS, lambda c, _: c.post(
         "/api/v1/payment/create", json=body, headers={"Idempotency-Key": key}))

@@ -145,9 +145,22 @@ def test_two_workers_share_the_jobs_and_never_run_one_twice(
     with worker_processes(settings, tmp_path, count=2, worker_batch_size=BATCH) as workers:
         names = {w.wait_started() for w in workers}
         assert len(names) == 2
-        # Both are polling before any job exists: they compete for every batch as the
-        # orders' settle jobs fall due.
-        order_ids = create_orders(api_server, api_server.merchant(), ORDERS)
+        # Three waves, so each worker surely takes part (on a loaded box one can drain a
+        # whole burst alone): the first alone, then the second alone, then both compete
+        # for the last wave's batches.
+        first, second = workers
+        merchant = api_server.merchant()
+        wave = ORDERS // 3
+        second.pause()
+        order_ids = create_orders(api_server, merchant, wave)
+        wait_until(lambda: read(completed_count) == wave, timeout=30, message=first.log_tail)
+        first.pause()
+        second.resume()
+        order_ids += create_orders(api_server, merchant, wave)
+        wait_until(lambda: read(completed_count) == 2 * wave, timeout=30,
+                   message=second.log_tail)
+        first.resume()
+        order_ids += create_orders(api_server, merchant, ORDERS - 2 * wave)
         wait_until(lambda: read(completed_count) == ORDERS, timeout=30, message=lambda: (
             f"{read(completed_count)}/{ORDERS} completed\n"
             + "\n".join(w.log_tail() for w in workers)))
