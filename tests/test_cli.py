@@ -13,8 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 
+from kassa.accounts import service as accounts
 from kassa.db.tables import metadata
-from tests.support.harness import SERVER_KEY, free_port
+from tests.support.harness import SERVER_KEY, KassaServer, free_port, make_settings
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -116,3 +117,25 @@ def test_serve_demo_runs_the_seed_sandbox_flow(tmp_path: Path) -> None:
     # A second start finds the demo account and does not create another.
     again = _kassa("demo", env=env)
     assert again.returncode == 0 and "Created the demo account" not in again.stdout
+
+
+def test_demo_account_runs_the_seeds_sandbox_curl_as_printed(tmp_path: Path) -> None:
+    """The seed's 'Webhook Testing' curl: no Content-Type, no currency, no return_url,
+    paying the demo account's test_task_123."""
+    srv = KassaServer(make_settings(tmp_path, f"sqlite:///{tmp_path / 'k.sqlite3'}")).start()
+    try:
+        created = srv.db.write_sync(lambda conn: accounts.ensure_demo_account(conn, srv.ctx))
+        assert created is not None
+        assert srv.db.write_sync(lambda conn: accounts.ensure_demo_account(conn, srv.ctx)) is None
+        body = ('{\n"task_id": "test_task_123",\n"amount": 5000,\n"payment_method": "alipay",\n'
+                '"callback_url": "https://abc123.ngrok.io/webhooks/payment"\n}')
+        r = httpx.post(f"{srv.base_url}/api/v1/payment/create", content=body.encode(),
+                       headers={"Authorization": "Bearer zr_test_sandbox_key_123",
+                                "X-API-Secret": "test_secret_456",
+                                "Content-Type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 201, r.text
+        assert (r.json()["currency"], r.json()["status"]) == ("CNY", "pending")
+        with srv.client("zr_test_sandbox_key_123", "test_secret_456") as client:
+            srv.wait_for_status(client, r.json()["order_id"], "completed")
+    finally:
+        srv.stop()

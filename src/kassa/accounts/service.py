@@ -10,11 +10,14 @@ from kassa.context import ServiceContext
 from kassa.core import ids
 from kassa.core.signing import hashes_match, keyed_hash, webhook_secret
 from kassa.errors import AuthError, ValidationError
+from kassa.tasks import repository as tasks
 
 DEMO_NAME = "Demo Marketplace"
 # The seed's sandbox credentials (SPEC §1): test mode only, never valid for live.
 DEMO_TEST_KEY = "zr_test_sandbox_key_123"
 DEMO_TEST_SECRET = "test_secret_456"  # noqa: S105 - published sandbox credential
+DEMO_TASK_ID = "test_task_123"  # the task the seed's sandbox examples pay for
+DEMO_RETURN_URL = "https://your-app.com/payment/success"
 
 
 def _hint(api_key: str) -> str:
@@ -65,11 +68,21 @@ def create_account(conn: Connection, ctx: ServiceContext, *, name: str, tier: st
 
 
 def ensure_demo_account(conn: Connection, ctx: ServiceContext) -> NewAccount | None:
-    """Create the demo account with the seed's sandbox credentials, once."""
+    """Create the demo account with the seed's sandbox credentials, once, with the task
+    its sandbox examples pay for (`test_task_123`, 5000 CNY, not yet dispatched)."""
     if repository.key_exists(conn, keyed_hash(ctx.server_key, DEMO_TEST_KEY)):
         return None
-    return create_account(conn, ctx, name=DEMO_NAME, tier=Tier.VERIFIED,
-                          test_key=DEMO_TEST_KEY, test_secret=DEMO_TEST_SECRET)
+    account = create_account(conn, ctx, name=DEMO_NAME, tier=Tier.VERIFIED,
+                             test_key=DEMO_TEST_KEY, test_secret=DEMO_TEST_SECRET)
+    now = ctx.clock.now()
+    tasks.insert_task(conn, {
+        "account_id": account.account_id, "mode": Mode.TEST, "task_id": DEMO_TASK_ID,
+        "title": "Sandbox example task", "amount": 5000, "currency": "CNY",
+        "payment_method": None, "return_url": DEMO_RETURN_URL, "callback_url": None,
+        "metadata_json": None, "status": "open", "current_order_id": None,
+        "created_at": now, "updated_at": now,
+    })
+    return account
 
 
 def demo_account_credentials(conn: Connection, ctx: ServiceContext) -> tuple[str, str] | None:
