@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import Connection, MetaData, select
 
-from kassa.db.tables import ledger_transactions
+from kassa.db.tables import ledger_balances, ledger_transactions
 from kassa.events import repository as events
 from kassa.ledger import repository as ledger
 from tests.support.factories import RETURN_URL, assert_error, new_task, pay
@@ -243,3 +243,16 @@ def test_completion_records_created_then_completed_events(server: KassaServer,
     assert all(e.account_id == merchant.account_id and e.mode == "test" for e in rows)
     assert len({e.event_id for e in rows}) == 2
 
+
+
+def test_only_merchant_balances_are_cached_system_accounts_come_from_postings(
+        server: KassaServer, merchant: Merchant) -> None:
+    """external:* is credited by every payment of every merchant: a cached row for it
+    would be one hot row all settlements lock. It is derived from the postings instead."""
+    order_id = pay(merchant.test, new_task(merchant.test)).json()["order_id"]
+    server.wait_for_status(merchant.test, order_id, "completed")
+    rows = server.db.write_sync(lambda conn: list(conn.execute(select(
+        ledger_balances.c.ledger_account, ledger_balances.c.balance))))
+    accounts = {a: b for a, b in rows}
+    assert accounts[f"customer:{merchant.account_id}:escrow"] == 5000
+    assert not [a for a in accounts if a.startswith(("external:", "platform:"))]

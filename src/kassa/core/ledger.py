@@ -66,3 +66,10 @@ def worker_payable(worker_id: str) -> str:
 
 
 PLATFORM_REVENUE = "platform:revenue"
+
+
+def has_cached_balance(account: str) -> bool:
+    """Per-merchant and per-worker balances are cached (read on every balance request);
+    system accounts (external:*, platform:*) are derived from the postings when needed:
+    as cached rows they would be one hot row that every payment of every merchant locks."""
+    return account.startswith(("customer:", "worker:"))

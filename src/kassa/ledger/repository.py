@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Connection, func, insert, literal_column, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 
-from kassa.core.ledger import Entry
+from kassa.core.ledger import Entry, has_cached_balance
 from kassa.db.prepared import Prepared
 from kassa.db.tables import ledger_balances, ledger_postings, ledger_transactions
 
@@ -45,11 +45,14 @@ def write_entry(conn: Connection, *, transaction_id: str, mode: str, account_id:
         for p in entry.postings
     ]
     _insert_postings.run_many(conn, rows)
-    _UPSERTS[conn.dialect.name].run_many(conn, [
-        {"mode": mode, "ledger_account": p.account, "currency": entry.currency,
-         "balance": p.amount, "updated_at": now}
-        for p in entry.postings
-    ])
+    cached = sorted(  # one lock order for every transaction: no deadlocks between them
+        (p for p in entry.postings if has_cached_balance(p.account)), key=lambda p: p.account)
+    if cached:
+        _UPSERTS[conn.dialect.name].run_many(conn, [
+            {"mode": mode, "ledger_account": p.account, "currency": entry.currency,
+             "balance": p.amount, "updated_at": now}
+            for p in cached
+        ])
 
 
 def cached_balance(conn: Connection, *, mode: str, ledger_account: str, currency: str) -> int:

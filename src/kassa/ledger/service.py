@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from kassa.core import ids
-from kassa.core.ledger import Entry
+from kassa.core.ledger import Entry, has_cached_balance
 from kassa.ledger import repository
 
 
@@ -39,6 +39,10 @@ def check_invariants(conn: Connection) -> LedgerCheck:
             problems.append(f"transaction {txn} sums to {total}")
     posted, cached = repository.posted_and_cached_balances(conn)
     for key in set(posted) | set(cached):
+        if not has_cached_balance(key[1]):
+            if key in cached:
+                problems.append(f"system account {key} has a cached balance row")
+            continue
         if posted.get(key, 0) != cached.get(key, 0):
             problems.append(f"cached balance {key} is {cached.get(key)} but postings say "
                             f"{posted.get(key)}")
