@@ -20,10 +20,6 @@ def order_id() -> str:
     return new_id("ord")
 
 
-def refund_id() -> str:
-    return new_id("ref")
-
-
 def transaction_id() -> str:
     return new_id("txn")
 

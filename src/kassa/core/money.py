@@ -12,8 +12,6 @@ from decimal import ROUND_HALF_UP, Decimal
 # Minor units per currency (ISO 4217 exponent). USDT is carried with 2 places in
 # Kassa's wire formats (seed 002 sends amounts as 2-decimal strings).
 CURRENCY_EXPONENT: dict[str, int] = {"CNY": 2, "USD": 2, "USDT": 2}
-SUPPORTED_CURRENCIES = frozenset(CURRENCY_EXPONENT)
-SETTLEMENT_CURRENCY = "CNY"
 
 
 class MoneyError(ValueError):
@@ -90,7 +88,3 @@ def split_fee(amount: int, fee_bps: int) -> FeeSplit:
 def convert(amount_minor: int, rate: Decimal) -> int:
     """Convert minor units at `rate` (target per source unit), rounding half up."""
     return round_half_up(Decimal(amount_minor) * rate)
-
-
-def format_major(minor: int, currency: str = SETTLEMENT_CURRENCY) -> Decimal:
-    return Money(minor, currency).to_decimal()

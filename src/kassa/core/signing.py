@@ -29,8 +29,3 @@ def derive_secret(server_key: bytes, purpose: str, account_id: str, version: int
 
 def webhook_secret(server_key: bytes, account_id: str, version: int) -> str:
     return derive_secret(server_key, "webhook", account_id, version, "whsec_")
-
-
-def webhook_signature(secret: str, body: bytes) -> str:
-    """The seed's `X-Signature` value: sha256=<hex HMAC-SHA256(secret, raw body)>."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

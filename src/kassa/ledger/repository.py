@@ -55,16 +55,6 @@ def write_entry(conn: Connection, *, transaction_id: str, mode: str, account_id:
         ])
 
 
-def cached_balance(conn: Connection, *, mode: str, ledger_account: str, currency: str) -> int:
-    stmt = select(ledger_balances.c.balance).where(
-        ledger_balances.c.mode == mode,
-        ledger_balances.c.ledger_account == ledger_account,
-        ledger_balances.c.currency == currency,
-    )
-    value = conn.execute(stmt).scalar()
-    return int(value or 0)
-
-
 def posted_and_cached_balances(conn: Connection) -> tuple[
         dict[tuple[str, str, str], int], dict[tuple[str, str, str], int]]:
     """Balances summed from the postings (the truth) and the cached balance rows, read by

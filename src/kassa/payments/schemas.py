@@ -13,9 +13,7 @@ from kassa.core.money import split_fee
 
 PaymentMethod = Literal["alipay", "wechat", "card", "bank_transfer"]
 Currency = Literal["CNY", "USD"]
-TaskRef = StrictStr
 METADATA_MAX_BYTES = 1024
-TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 
 
 def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
