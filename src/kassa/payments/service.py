@@ -107,13 +107,14 @@ def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
             f"Payment amount ({request.amount} cents) doesn't match task cost "
             f"({task['amount']} cents)",
             expected_amount=task["amount"], provided_amount=request.amount)
-    return_url = checked_url(request.return_url or task["return_url"], principal=principal,
-                             field="return_url")
+    # The task's URLs were checked when it was created; only the request's need it now.
+    return_url = (checked_url(request.return_url, principal=principal, field="return_url")
+                  if request.return_url else task["return_url"])
     if return_url is None:
         raise ValidationError("return_url is required",
                               details=[{"field": "return_url", "message": "Field required"}])
-    callback_url = checked_url(request.callback_url or task["callback_url"],
-                               principal=principal, field="callback_url")
+    callback_url = (checked_url(request.callback_url, principal=principal, field="callback_url")
+                    if request.callback_url else task["callback_url"])
 
     current = task["current_order_id"]
     if current is not None:

@@ -67,7 +67,6 @@ def create_task(conn: Connection, ctx: ServiceContext, *, principal: Principal,
                                     task_id=task_id, amount=request.amount,
                                     currency=request.currency,
                                     payment_method=request.payment_method,
-                                    return_url=return_url, callback_url=callback_url,
                                     metadata=request.metadata,
                                     expires_in_seconds=request.expires_in_seconds,
                                     test_card=request.test_card))
