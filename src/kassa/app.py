@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -16,15 +15,13 @@ from starlette.routing import Route
 from kassa.config import Settings
 from kassa.context import ServiceContext, build_context
 from kassa.db.database import Database, open_database
-from kassa.http.api import Api, Dispatcher, FastRoutes, json_response
+from kassa.http.api import Api, Dispatcher, FastRoutes, internal_error, json_response
 from kassa.http.auth import Authenticator
 from kassa.http.openapi import docs_routes
 from kassa.http.ratelimit import RateLimiter
 from kassa.payments.endpoints import api as payments_api
 from kassa.tasks.endpoints import api as tasks_api
 from kassa.worker.runner import Worker
-
-log = logging.getLogger("kassa")
 
 
 def all_operations() -> Api:
@@ -43,9 +40,7 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 
 async def _server_error(_: Request, exc: Exception) -> Response:
-    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-    return json_response(500, {"error": {"code": "internal_error",
-                                         "message": "Internal error. Please try again."}})
+    return internal_error(exc)
 
 
 async def _health(_: Request) -> Response:

@@ -115,6 +115,13 @@ def error_response(exc: KassaError) -> Response:
     return json_response(exc.http_status, exc.body(), headers)
 
 
+def internal_error(exc: BaseException) -> Response:
+    """An unexpected failure: logged with its traceback, answered without details."""
+    log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
+    return json_response(500, {"error": {"code": "internal_error",
+                                         "message": "Internal error. Please try again."}})
+
+
 def validation_error(exc: pydantic.ValidationError, where: str) -> ValidationError:
     details = []
     for err in exc.errors(include_url=False, include_input=False):
@@ -279,7 +286,5 @@ class FastRoutes:
         try:
             response = await endpoint(Request(scope, receive))
         except Exception as exc:
-            log.error("unhandled error: %s", type(exc).__name__, exc_info=exc)
-            response = json_response(500, {"error": {
-                "code": "internal_error", "message": "Internal error. Please try again."}})
+            response = internal_error(exc)
         await response(scope, receive, send)
