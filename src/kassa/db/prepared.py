@@ -35,6 +35,7 @@ class _Compiled:
     defaults: tuple[tuple[str, Any], ...]  # values written into the statement itself
     columns: tuple[str, ...]
     results: tuple[Processor, ...]
+    returns_from_dml: bool  # INSERT/UPDATE/DELETE … RETURNING: drain the cursor
 
 
 class Prepared:
@@ -66,8 +67,11 @@ class Prepared:
         names = tuple(c.key if c.key is not None else str(c) for c in out_cols)
         results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None)
                         for c in out_cols)
-        return _Compiled(sql=str(compiled), positional=positional, binds=tuple(binds),
-                         defaults=tuple(defaults), columns=names, results=results)
+        sql = str(compiled)
+        return _Compiled(sql=sql, positional=positional, binds=tuple(binds),
+                         defaults=tuple(defaults), columns=names, results=results,
+                         returns_from_dml=sql.lstrip().upper().startswith(
+                             ("INSERT", "UPDATE", "DELETE")))
 
     def _for(self, conn: Connection) -> _Compiled:
         name = conn.dialect.name
@@ -147,7 +151,7 @@ class Prepared:
               ) -> dict[str, Any] | None:
         cursor, c = self._cursor(conn, params or {})
         raw = cursor.fetchone()
-        if raw is not None and c.sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+        if raw is not None and c.returns_from_dml:
             cursor.fetchall()  # let the driver finish a RETURNING statement
         cursor.close()
         return None if raw is None else self._row(c, raw)
