@@ -10,30 +10,18 @@
 -- prints "task lines used: K": lines after K were not sent, run.sh hands them to the next run.
 -- Env: BENCH_API_KEY, BENCH_API_SECRET, BENCH_CALLBACK_URL.
 
-local threads = {}
-local next_tid = 0
-
-function setup(thread)
-   thread:set("tid", next_tid)
-   next_tid = next_tid + 1
-   table.insert(threads, thread)
-end
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
+expect_status(201)
 
 local path = "/api/v1/payment/create"
-local headers = {
-   ["Authorization"] = "Bearer " .. os.getenv("BENCH_API_KEY"),
-   ["X-API-Secret"] = os.getenv("BENCH_API_SECRET"),
-   ["Content-Type"] = "application/json",
-}
+local headers = api_headers(true)
 local body_format = '{"task_id":"%s","amount":5000,"currency":"CNY","payment_method":"alipay",'
    .. '"return_url":"https://your-app.com/payment/success","callback_url":"'
-   .. (os.getenv("BENCH_CALLBACK_URL") or "http://127.0.0.1:9/webhooks/payment") .. '"}'
+   .. CALLBACK_URL .. '"}'
 
 ids = {}
 sent = 0
 exhausted = 0
-bad = {}      -- status -> count, for every answer other than 201
-sample = ""   -- the first unexpected answer's body
 
 function init(args)
    local file, nthreads = args[1], tonumber(args[2] or "1")
@@ -58,17 +46,8 @@ function request()
    return wrk.format("POST", path, headers, string.format(body_format, id))
 end
 
-function response(status, hdrs, body)
-   if status ~= 201 then
-      bad[status] = (bad[status] or 0) + 1
-      if sample == "" then
-         sample = status .. " " .. string.sub(body or "", 1, 300)
-      end
-   end
-end
-
 function done(summary, latency, requests)
-   local total, ids_total, ran_out, statuses, first, lines_used = 0, 0, 0, {}, "", 0
+   local ids_total, ran_out, lines_used = 0, 0, 0
    for i, t in ipairs(threads) do
       local n_ids, n_sent = #t:get("ids"), t:get("sent")
       ids_total = ids_total + n_ids
@@ -76,25 +55,14 @@ function done(summary, latency, requests)
       local k = math.min(n_sent, n_ids)
       if k > 0 then lines_used = math.max(lines_used, (k - 1) * #threads + i) end
       ran_out = ran_out + t:get("exhausted")
-      for status, count in pairs(t:get("bad")) do
-         statuses[status] = (statuses[status] or 0) + count
-         total = total + count
-      end
-      if first == "" then first = t:get("sample") end
    end
    io.write(string.format("scenario create_payment: %d task ids for %d threads\n",
                           ids_total, #threads))
    io.write(string.format("task lines used: %d\n", lines_used))
-   io.write(string.format("non-201 responses: %d\n", total))
-   for status, count in pairs(statuses) do
-      io.write(string.format("  status %d: %d\n", status, count))
-   end
-   if first ~= "" then io.write("  first: " .. first .. "\n") end
+   local warnings = {}
    if ran_out > 0 then
-      io.write(string.format("WARNING: ids exhausted: %d requests reused a task id "
-                             .. "(prepare more tasks)\n", ran_out))
+      warnings[1] = string.format("WARNING: ids exhausted: %d requests reused a task id "
+                                  .. "(prepare more tasks)", ran_out)
    end
-   io.write(string.format("socket errors: connect %d, read %d, write %d, timeout %d\n",
-                          summary.errors.connect, summary.errors.read, summary.errors.write,
-                          summary.errors.timeout))
+   report(summary, 201, warnings)
 end
