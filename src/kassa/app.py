@@ -12,21 +12,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kassa.balances.endpoints import api as balances_api
 from kassa.config import Settings
 from kassa.context import ServiceContext, build_context
 from kassa.db.database import Database, open_database
+from kassa.history.endpoints import api as history_api
 from kassa.http.api import Api, Dispatcher, FastRoutes, internal_error, json_response
 from kassa.http.auth import Authenticator
 from kassa.http.openapi import docs_routes
 from kassa.http.ratelimit import RateLimiter
 from kassa.payments.endpoints import api as payments_api
+from kassa.refunds.endpoints import api as refunds_api
 from kassa.tasks.endpoints import api as tasks_api
 from kassa.worker.runner import Worker
 
 
 def all_operations() -> Api:
     api = Api()
-    for part in (tasks_api, payments_api):
+    for part in (tasks_api, payments_api, refunds_api, balances_api, history_api):
         api.operations.extend(part.operations)
     return api
 

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     # Money
     platform_fee_bps: int = Field(2000, ge=0, le=10_000)
     fx_rates: dict[str, Decimal] = {"USD": Decimal("7.1000")}  # CNY per unit
+    min_deposit_cents: int = 10_000
     min_amount_cents: int = 1_000
     max_amount_cents: int = 5_000_000
     daily_limit_cents: dict[str, int | None] = {
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
 
     # Sandbox channel: test-mode payments settle by themselves after this delay.
     sandbox_settle_seconds: float = 5.0
+    # ... and test-mode refunds through the original channel are confirmed after this delay.
+    sandbox_refund_seconds: float = 5.0
 
     # Rate limiting per API key ("limits" notation); Redis shares it across processes.
     rate_limit: str = "100/second"

@@ -7,10 +7,13 @@
     │   ├── LimitExceeded            400 limit_exceeded
     │   ├── PaymentMethodUnavailable 400 payment_method_unavailable
     │   ├── IdempotencyKeyReused     400 idempotency_key_reused
-    │   └── InsufficientFunds        400 insufficient_funds
+    │   ├── InsufficientFunds        400 insufficient_funds
+    │   ├── RefundNotAllowed         400 refund_not_allowed
+    │   └── AlreadyRefunded          400 already_refunded
     ├── AuthError                    401 invalid_credentials
     ├── NotFound                     404 task_not_found / order_not_found / not_found
-    ├── Conflict                     409 duplicate_order / request_in_progress: look, then retry
+    ├── Conflict                     409 duplicate_order / request_in_progress /
+    │                                    invalid_task_state: look, then retry
     └── RateLimited                  429 rate_limit_exceeded: wait Retry-After seconds
 """
 
@@ -61,6 +64,14 @@ class InsufficientFunds(ClientError):
     code = "insufficient_funds"
 
 
+class RefundNotAllowed(ClientError):
+    code = "refund_not_allowed"
+
+
+class AlreadyRefunded(ClientError):
+    code = "already_refunded"
+
+
 class AuthError(KassaError):
     code = "invalid_credentials"
     http_status = 401
@@ -90,6 +101,12 @@ class DuplicateOrder(Conflict):
 
 class DuplicateTask(Conflict):
     code = "duplicate_task"
+
+
+class InvalidTaskState(Conflict):
+    """The task is not in a state that allows this (already approved, cancelled, unpaid)."""
+
+    code = "invalid_task_state"
 
 
 class RequestInProgress(Conflict):

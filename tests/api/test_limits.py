@@ -108,6 +108,7 @@ def test_usd_order_records_its_cny_amount_and_rate(server: KassaServer,
     done = server.wait_for_status(merchant.test, order["order_id"], "completed")
     # Escrow and ledger are in CNY.
     assert done["escrow"] == {"held_cents": 7_100, "released_cents": 0, "refunded_cents": 0,
+                              "worker_payout_cents": 0, "platform_fee_cents": 0,
                               "currency": "CNY"}
 
 

@@ -75,6 +75,7 @@ def test_seed_query_example_and_fields(server: KassaServer, merchant: Merchant) 
                                       "total_cents": 5000}
     assert ISO.match(body["paid_at"])
     assert body["escrow"] == {"held_cents": 5000, "released_cents": 0, "refunded_cents": 0,
+                              "worker_payout_cents": 0, "platform_fee_cents": 0,
                               "currency": "CNY"}
     # Read-only GETs accept the key alone (SPEC §1).
     with server.client(merchant.test_key) as key_only:

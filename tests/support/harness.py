@@ -66,6 +66,7 @@ def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settin
         "database_url": database_url,
         "secret_key": SERVER_KEY,
         "sandbox_settle_seconds": 0.3,
+        "sandbox_refund_seconds": 0.3,
         "worker_poll_seconds": 0.05,
         "rate_limit": "100000/second",
         "auth_cache_seconds": 0.0,

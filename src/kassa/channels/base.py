@@ -50,6 +50,24 @@ class ChannelPayment:
     initial_status: str  # "pending" or "processing"
 
 
+@dataclass(frozen=True, slots=True)
+class RefundIntent:
+    refund_id: str
+    order_id: str
+    amount: int  # in the order's currency
+    currency: str
+    payment_method: str
+    test_outcome: str | None  # sandbox only: "succeeded" or "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRefund:
+    """A channel's answer to a refund request: accepted, confirmed later."""
+
+    settle_after_seconds: float | None  # sandbox: it confirms by itself after this delay
+    planned_outcome: str | None  # sandbox: "succeeded" or "failed", applied then
+
+
 class ChannelError(Exception):
     """The channel refused the request; the message is safe to show."""
 
@@ -63,3 +81,5 @@ class Channel(Protocol):
     methods: frozenset[str]
 
     def create_payment(self, intent: PaymentIntent) -> ChannelPayment: ...
+
+    def refund(self, intent: RefundIntent) -> ChannelRefund: ...

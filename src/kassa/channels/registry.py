@@ -17,7 +17,8 @@ class ChannelRegistry:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChannelRegistry:
-        return cls(sandbox=SandboxChannel(settings.sandbox_settle_seconds))
+        return cls(sandbox=SandboxChannel(settings.sandbox_settle_seconds,
+                                           settings.sandbox_refund_seconds))
 
     def for_method(self, *, mode: str, payment_method: str) -> Channel | None:
         if mode == "test":

@@ -12,7 +12,9 @@ from kassa.channels.base import (
     CardDetails,
     ChannelError,
     ChannelPayment,
+    ChannelRefund,
     PaymentIntent,
+    RefundIntent,
     SettleOutcome,
 )
 
@@ -58,8 +60,15 @@ class SandboxChannel:
     name = "sandbox"
     methods = frozenset({"alipay", "wechat", "card", "bank_transfer"})
 
-    def __init__(self, settle_seconds: float) -> None:
+    def __init__(self, settle_seconds: float, refund_seconds: float) -> None:
         self.settle_seconds = settle_seconds
+        self.refund_seconds = refund_seconds
+
+    def refund(self, intent: RefundIntent) -> ChannelRefund:
+        """Refunds are accepted and confirmed after a delay; `test_outcome: "failed"` on the
+        request makes the channel refuse it then (to exercise the failure path)."""
+        return ChannelRefund(settle_after_seconds=self.refund_seconds,
+                             planned_outcome=intent.test_outcome or "succeeded")
 
     def create_payment(self, intent: PaymentIntent) -> ChannelPayment:
         if intent.payment_method == "card":

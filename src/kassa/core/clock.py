@@ -33,3 +33,17 @@ def iso(moment: datetime | None) -> str | None:
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     return moment.isoformat(timespec="seconds")[:-6] + "Z"  # drop "+00:00"
+
+
+def add_business_days(moment: datetime, days: int) -> datetime:
+    """`moment` plus `days` business days (Monday to Friday, counted in Asia/Shanghai),
+    same time of day. A moment on a weekend counts from the next Monday."""
+    local = moment.astimezone(SHANGHAI)
+    while local.weekday() >= 5:
+        local += timedelta(days=1)
+    added = 0
+    while added < days:
+        local += timedelta(days=1)
+        if local.weekday() < 5:
+            added += 1
+    return local.astimezone(UTC)

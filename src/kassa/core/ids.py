@@ -1,4 +1,4 @@
-"""Prefixed public identifiers: ord_, ref_, txn_, evt_, acc_, key_."""
+"""Prefixed public identifiers: ord_, ref_, txn_, evt_, acc_."""
 
 from __future__ import annotations
 
@@ -22,6 +22,17 @@ def order_id() -> str:
 
 def transaction_id() -> str:
     return new_id("txn")
+
+
+def refund_id() -> str:
+    return new_id("ref")
+
+
+def derived_transaction_id(object_id: str) -> str:
+    """The transaction id of an order's payment or a refund's initiation: "ord_<hex>" ->
+    "txn_<hex>". Known from the moment the object exists, so its history row, the ledger
+    transaction and the id the API shows are one id."""
+    return "txn_" + object_id.partition("_")[2]
 
 
 def event_id() -> str:

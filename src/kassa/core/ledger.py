@@ -9,6 +9,14 @@ class UnbalancedEntry(ValueError):
     pass
 
 
+class InsufficientBalance(Exception):
+    """A posting would take a merchant account below zero; nothing was written."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__(f"{account} would go negative")
+        self.account = account
+
+
 @dataclass(frozen=True, slots=True)
 class Posting:
     account: str
@@ -61,11 +69,19 @@ def customer_refunds_in_flight(account_id: str) -> str:
     return f"customer:{account_id}:refunds_in_flight"
 
 
-def worker_payable(worker_id: str) -> str:
-    return f"worker:{worker_id}:payable"
+def worker_payable(account_id: str, worker_id: str) -> str:
+    """A worker is known by the merchant's own id for them, so the ledger account is
+    scoped by the merchant: two merchants' "w1" are different people."""
+    return f"worker:{account_id}/{worker_id}:payable"
 
 
 PLATFORM_REVENUE = "platform:revenue"
+
+
+def must_not_go_negative(account: str) -> bool:
+    """Money a merchant holds with Kassa can never be overdrawn: debits of these accounts
+    are conditional in the database itself (InsufficientBalance when short)."""
+    return account.startswith("customer:")
 
 
 def has_cached_balance(account: str) -> bool:

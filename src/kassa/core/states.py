@@ -22,6 +22,7 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.COMPLETED: frozenset({OrderStatus.REFUNDED}),
     OrderStatus.FAILED: frozenset(),
     OrderStatus.EXPIRED: frozenset(),
+    # Refunded in full, every refund confirmed: a completed refund cannot fail any more.
     OrderStatus.REFUNDED: frozenset(),
 }
 
@@ -31,6 +32,49 @@ LIVE_ORDER_STATUSES = frozenset(
 )
 # Orders in these count towards the daily limit (SPEC §2: orders not failed/expired).
 LIMIT_COUNTED_STATUSES = LIVE_ORDER_STATUSES
+
+
+
+
+class RefundStatus(StrEnum):
+    PROCESSING = "processing"  # sent to the channel, waiting for its confirmation
+    COMPLETED = "completed"
+    FAILED = "failed"  # the channel refused: the money went back into escrow
+
+
+REFUND_TRANSITIONS: dict[RefundStatus, frozenset[RefundStatus]] = {
+    RefundStatus.PROCESSING: frozenset({RefundStatus.COMPLETED, RefundStatus.FAILED}),
+    RefundStatus.COMPLETED: frozenset(),
+    RefundStatus.FAILED: frozenset(),
+}
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"  # created; its payment may be pending, in escrow or partly refunded
+    APPROVED = "approved"  # escrow released to the worker
+    FAILED = "failed"  # escrow refunded (reason task_failed)
+    CANCELLED = "cancelled"  # escrow refunded (reason task_cancelled)
+
+
+TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.OPEN: frozenset({TaskStatus.APPROVED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+    TaskStatus.APPROVED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
+}
+
+# The status a transaction-history row shows for an order's or a refund's status.
+HISTORY_STATUS: dict[str, str] = {
+    OrderStatus.PENDING: "pending",
+    OrderStatus.PROCESSING: "pending",
+    OrderStatus.COMPLETED: "completed",
+    OrderStatus.REFUNDED: "completed",
+    OrderStatus.FAILED: "failed",
+    OrderStatus.EXPIRED: "failed",
+    RefundStatus.PROCESSING: "pending",
+    RefundStatus.COMPLETED: "completed",
+    RefundStatus.FAILED: "failed",
+}
 
 
 class TransitionError(Exception):

@@ -112,6 +112,9 @@ tasks = Table(
     Column("metadata_json", Text, nullable=True),
     Column("status", String(20), nullable=False),
     Column("current_order_id", String(40), nullable=True),
+    Column("worker_id", String(64), nullable=True),  # set on approval
+    Column("event_seq", Integer, nullable=False, server_default="0"),
+    Column("closed_at", UTCDateTime, nullable=True),  # approved, failed or cancelled
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("account_id", "mode", "task_id"),
@@ -125,6 +128,8 @@ orders = Table(
     Column("account_id", String(40), nullable=False),
     Column("mode", String(4), nullable=False),
     Column("task_id", String(64), nullable=True),
+    # "payment" (for a task, into escrow) or "deposit" (into the available balance)
+    Column("purpose", String(10), nullable=False, server_default="payment"),
     Column("amount", Money, nullable=False),
     Column("currency", String(4), nullable=False),
     Column("amount_cny", Money, nullable=False),
@@ -144,8 +149,12 @@ orders = Table(
     Column("failure_message", String(200), nullable=True),
     Column("transaction_id", String(40), nullable=True),
     Column("limit_day", String(10), nullable=False),  # Asia/Shanghai day it counts against
+    # Where the money is: refunded (processing or completed) in the order's currency and in
+    # CNY; released to the worker and the platform (CNY, of which platform_fee_cny the fee).
     Column("refunded_cents", Money, nullable=False, server_default="0"),
+    Column("refunded_cny", Money, nullable=False, server_default="0"),
     Column("released_cents", Money, nullable=False, server_default="0"),
+    Column("platform_fee_cny", Money, nullable=False, server_default="0"),
     Column("event_seq", Integer, nullable=False, server_default="0"),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("paid_at", UTCDateTime, nullable=True),
@@ -163,6 +172,58 @@ orders = Table(
         sqlite_where=text("status IN ('pending','processing','completed','refunded')"),
         postgresql_where=text("status IN ('pending','processing','completed','refunded')"),
     ),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("refund_id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("order_id", String(40), nullable=False),
+    Column("task_id", String(64), nullable=True),
+    Column("amount", Money, nullable=False),  # in the order's currency
+    Column("currency", String(4), nullable=False),
+    Column("amount_cny", Money, nullable=False),
+    Column("reason", String(20), nullable=False),
+    Column("reason_detail", String(500), nullable=True),
+    # "original" (back through the order's channel) or "balance" (the available balance)
+    Column("refund_method", String(10), nullable=False),
+    Column("payment_method", String(20), nullable=False),  # the order's, for "original"
+    Column("status", String(12), nullable=False),  # processing, completed, failed
+    Column("sandbox_outcome", String(12), nullable=True),
+    Column("failure_code", String(40), nullable=True),
+    Column("description", String(300), nullable=False),
+    Column("estimated_arrival", UTCDateTime, nullable=False),
+    Column("event_seq", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    ForeignKeyConstraint(["order_id"], ["orders.order_id"]),
+    Index(None, "order_id"),
+)
+
+# The merchant's transaction history (GET /api/v1/payment/transactions): one row per
+# payment, deposit and refund, written and updated with the object it describes. Paged
+# newest first by the immutable (created_at, transaction_id).
+transaction_history = Table(
+    "transaction_history",
+    metadata,
+    Column("transaction_id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("type", String(10), nullable=False),  # payment, refund, deposit
+    Column("order_id", String(40), nullable=False),
+    Column("refund_id", String(40), nullable=True),
+    Column("task_id", String(64), nullable=True),
+    Column("amount", Money, nullable=False),
+    Column("currency", String(4), nullable=False),
+    Column("status", String(10), nullable=False),  # pending, completed, failed
+    Column("description", String(300), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_history_account_mode_created", "account_id", "mode", "created_at",
+          "transaction_id"),
 )
 
 daily_volume = Table(
@@ -187,6 +248,7 @@ ledger_transactions = Table(
     Column("description", String(300), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "account_id", "mode", "created_at"),
+    Index(None, "account_id", "mode", "kind"),
     Index(None, "order_id"),
 )
 
@@ -229,7 +291,8 @@ events = Table(
     Column("sequence", Integer, nullable=False),
     Column("payload_json", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
-    UniqueConstraint("object_id", "sequence"),
+    # Object ids are unique per merchant and mode only (a task id is the merchant's choice).
+    UniqueConstraint("account_id", "mode", "object_id", "sequence"),
     Index(None, "account_id", "mode", "created_at"),
 )
 

@@ -151,7 +151,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_body(model: type[pydantic.BaseModel], raw: bytes) -> pydantic.BaseModel:
     if not raw.strip():
-        raise ValidationError("Request body must be a JSON object")
+        if any(f.is_required() for f in model.model_fields.values()):
+            raise ValidationError("Request body must be a JSON object")
+        raw = b"{}"  # nothing is required (fail, cancel): an empty body means defaults
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -8,7 +8,14 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from kassa.core import ids
-from kassa.core.ledger import Entry, has_cached_balance
+from kassa.core.ledger import (
+    PLATFORM_REVENUE,
+    Entry,
+    customer_available,
+    customer_escrow,
+    customer_refunds_in_flight,
+    has_cached_balance,
+)
 from kassa.ledger import repository
 
 
@@ -19,6 +26,17 @@ def post(conn: Connection, *, mode: str, account_id: str | None, order_id: str |
     repository.write_entry(conn, transaction_id=transaction_id, mode=mode, account_id=account_id,
                            order_id=order_id, entry=entry, now=now)
     return transaction_id
+
+
+def balance(conn: Connection, *, mode: str, account: str) -> tuple[int, datetime | None]:
+    """A merchant or worker account's balance (CNY cents) and when it last moved."""
+    return repository.balance(conn, mode=mode, account=account)
+
+
+def lifetime_spent(conn: Connection, *, mode: str, account_id: str) -> int:
+    """What the merchant has spent for good: escrow released to workers and as fees."""
+    return repository.released_total(conn, account_id=account_id, mode=mode,
+                                     escrow_account=customer_escrow(account_id))
 
 
 @dataclass
@@ -34,6 +52,7 @@ def check_invariants(conn: Connection) -> LedgerCheck:
     """SPEC §3: entries balance, balances sum to zero, no customer balance is negative,
     and the cached balances equal the postings."""
     problems: list[str] = []
+    repository.one_snapshot(conn)
     for txn, total in repository.transaction_sums(conn):
         if total != 0:
             problems.append(f"transaction {txn} sums to {total}")
@@ -54,4 +73,39 @@ def check_invariants(conn: Connection) -> LedgerCheck:
     for mode_currency, total in by_mode_currency.items():
         if total != 0:
             problems.append(f"balances of {mode_currency} sum to {total}")
+    problems.extend(order_money_problems(conn))
     return LedgerCheck(problems)
+
+
+def order_money_problems(conn: Connection) -> list[str]:
+    """Each order's money is in exactly one place, and where the order says it is: its
+    escrow, refunds in flight and release postings equal the order's own figures, and an
+    order that was never paid has no postings at all."""
+    problems: list[str] = []
+    postings = repository.order_postings(conn)
+    for o in repository.order_positions(conn):
+        order_id, acc = str(o["order_id"]), str(o["account_id"])
+        mine = postings.get(order_id, {})
+        paid = o["status"] in ("completed", "refunded")
+        if not paid:
+            if any(mine.values()):
+                problems.append(f"unpaid order {order_id} ({o['status']}) moved money: {mine}")
+            continue
+        fee, released = int(o["platform_fee_cny"]), int(o["released_cents"])
+        held = int(o["amount_cny"]) - int(o["refunded_cny"]) - released
+        workers = sum(v for a, v in mine.items() if a.startswith(f"worker:{acc}/"))
+        if o["purpose"] == "deposit":
+            expected = {"available": int(o["amount_cny"]), "escrow": 0, "in_flight": 0,
+                        "workers": 0, "fee": 0}
+        else:
+            expected = {"escrow": held, "in_flight": int(o["in_flight"]),
+                        "workers": released - fee, "fee": fee}
+        actual = {"available": mine.get(customer_available(acc), 0),
+                  "escrow": mine.get(customer_escrow(acc), 0),
+                  "in_flight": mine.get(customer_refunds_in_flight(acc), 0),
+                  "workers": workers, "fee": mine.get(PLATFORM_REVENUE, 0)}
+        for place, amount in expected.items():
+            if actual[place] != amount:
+                problems.append(f"order {order_id}: {place} holds {actual[place]} by the "
+                                f"ledger but {amount} by the order")
+    return problems

@@ -1,4 +1,5 @@
-"""HTTP only: POST /api/v1/payment/create and GET /api/v1/payment/query (seed 000)."""
+"""HTTP only: POST /api/v1/payment/create, POST /api/v1/payment/deposit and
+GET /api/v1/payment/query (seed 000)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,13 @@ from kassa.errors import (
 )
 from kassa.http.api import Api, Call, UnitResult
 from kassa.payments import service
-from kassa.payments.schemas import CreatePaymentRequest, PaymentOrder, QueryParams, render_order
+from kassa.payments.schemas import (
+    CreatePaymentRequest,
+    DepositRequest,
+    PaymentOrder,
+    QueryParams,
+    render_order,
+)
 
 api = Api()
 
@@ -44,5 +51,21 @@ def query_payment(call: Call):  # type: ignore[no-untyped-def]
     def unit(conn: Connection) -> UnitResult:
         order = service.get_order(conn, principal=call.principal, order_id=params.order_id)
         return 200, render_order(order, call.ctx.public_url)
+
+    return unit
+
+
+@api.post("/api/v1/payment/deposit", summary="Deposit to the account balance",
+          body=DepositRequest, response=PaymentOrder, status=201, tags=("payments",),
+          errors=(LimitExceeded, PaymentMethodUnavailable))
+def create_deposit(call: Call):  # type: ignore[no-untyped-def]
+    """Top up your available balance through a payment channel (minimum 10,000 cents).
+    The deposit is an order of type `deposit`: once completed its amount is in
+    `balance_cents`, and tasks can be paid with `payment_method: "balance"`."""
+    request: DepositRequest = call.body
+
+    def unit(conn: Connection) -> UnitResult:
+        order = service.open_deposit(conn, call.ctx, principal=call.principal, request=request)
+        return 201, render_order(order, call.ctx.public_url)
 
     return unit

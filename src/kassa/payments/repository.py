@@ -15,6 +15,8 @@ from kassa.db.tables import daily_volume, orders
 
 _insert = Prepared(insert(orders))
 _get = Prepared(select(orders).where(orders.c.order_id == bindparam("order_id")))
+_get_for_update = Prepared(
+    select(orders).where(orders.c.order_id == bindparam("order_id")).with_for_update())
 _status = Prepared(select(orders.c.status).where(orders.c.order_id == bindparam("order_id")))
 _DAY_KEY = [daily_volume.c.account_id, daily_volume.c.mode, daily_volume.c.day]
 
@@ -43,23 +45,37 @@ _used = Prepared(select(daily_volume.c.amount_cny).where(
 _transitions: dict[tuple[frozenset[str], str, tuple[str, ...]], Prepared] = {}
 
 
+_NEW_ORDER = {"purpose": "payment", "refunded_cents": 0, "refunded_cny": 0, "released_cents": 0,
+              "platform_fee_cny": 0}
+
+
 def insert_order(conn: Connection, values: dict[str, Any]) -> None:
-    _insert.run(conn, values)
+    _insert.run(conn, {**_NEW_ORDER, **values})
 
 
-def get_order(conn: Connection, *, account_id: str, mode: str, order_id: str
-              ) -> dict[str, Any] | None:
+def get_order(conn: Connection, *, account_id: str, mode: str, order_id: str,
+              for_update: bool = False) -> dict[str, Any] | None:
     # By primary key alone, ownership checked here: with the account and mode in the WHERE
     # a planner without statistics (a fresh database) picked the (account, mode, created_at)
     # index and read every order of the merchant.
-    order = _get.first(conn, {"order_id": order_id})
+    order = (_get_for_update if for_update else _get).first(conn, {"order_id": order_id})
     if order is None or order["account_id"] != account_id or order["mode"] != mode:
         return None
     return order
 
 
-def get_order_by_id(conn: Connection, order_id: str) -> dict[str, Any] | None:
-    return _get.first(conn, {"order_id": order_id})
+def get_order_by_id(conn: Connection, order_id: str, *, for_update: bool = False
+                    ) -> dict[str, Any] | None:
+    """By id alone (jobs). With for_update the row stays locked until the transaction ends:
+    every change of an order's money (refund, release) takes this lock first."""
+    return (_get_for_update if for_update else _get).first(conn, {"order_id": order_id})
+
+
+def update_order(conn: Connection, order_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Write new values to an order the caller holds locked; returns the whole row."""
+    row = conn.execute(update(orders).where(orders.c.order_id == order_id).values(**values)
+                       .returning(*orders.c)).mappings().one()
+    return dict(row)
 
 
 def live_order_status(conn: Connection, order_id: str) -> str | None:

@@ -11,7 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_v
 from kassa.core.clock import iso
 from kassa.core.money import split_fee
 
-PaymentMethod = Literal["alipay", "wechat", "card", "bank_transfer"]
+BALANCE = "balance"  # pay from the merchant's available balance, at once
+PURPOSE_PAYMENT = "payment"  # pays for a task: the money goes into escrow
+PURPOSE_DEPOSIT = "deposit"  # tops up the available balance
+ChannelMethod = Literal["alipay", "wechat", "card", "bank_transfer"]
+PaymentMethod = Literal["alipay", "wechat", "card", "bank_transfer", "balance"]
 Currency = Literal["CNY", "USD"]
 METADATA_MAX_BYTES = 1024
 
@@ -43,6 +47,22 @@ class CreatePaymentRequest(StrictModel):
     _metadata = field_validator("metadata")(check_metadata)
 
 
+class DepositRequest(StrictModel):
+    """POST /api/v1/payment/deposit: top up the available balance (minimum 10,000 cents)."""
+
+    amount: StrictInt = Field(gt=0, description="Amount in cents (minimum 10000, CNY)")
+    currency: Currency = "CNY"
+    payment_method: ChannelMethod
+    return_url: StrictStr = Field(max_length=2048)
+    callback_url: StrictStr | None = Field(None, max_length=2048)
+    metadata: dict[str, Any] | None = Field(None, description="Custom metadata (max 1KB JSON)")
+    expires_in_seconds: StrictInt | None = Field(None, ge=300, le=86_400)
+    test_card: StrictStr | None = Field(None, max_length=40,
+                                        description="Sandbox only: one of the seed's test cards")
+
+    _metadata = field_validator("metadata")(check_metadata)
+
+
 class CostBreakdown(BaseModel):
     worker_payout_cents: int
     platform_fee_cents: int
@@ -50,9 +70,13 @@ class CostBreakdown(BaseModel):
 
 
 class EscrowView(BaseModel):
+    """Where the order's money is now (CNY cents): held + released + refunded = paid."""
+
     held_cents: int
     released_cents: int
     refunded_cents: int
+    worker_payout_cents: int
+    platform_fee_cents: int
     currency: str
 
 
@@ -65,6 +89,7 @@ class PaymentOrder(BaseModel):
     """A payment order, as create and query return it."""
 
     order_id: str
+    type: Literal["payment", "deposit"]
     task_id: str | None
     payment_url: str
     qr_code_url: str
@@ -92,12 +117,15 @@ class PaymentOrder(BaseModel):
 def render_order(order: Mapping[Any, Any], public_url: str) -> dict[str, Any]:
     split = split_fee(order["amount"], order["fee_bps"])
     status = order["status"]
-    refunded = order["refunded_cents"]
+    refunded = order["refunded_cny"]
     released = order["released_cents"]
-    held = order["amount_cny"] - refunded - released if status in ("completed", "refunded") else 0
+    fee = order["platform_fee_cny"]
+    paid = status in ("completed", "refunded") and order["purpose"] == PURPOSE_PAYMENT
+    held = order["amount_cny"] - refunded - released if paid else 0
     order_id = order["order_id"]
     return {
         "order_id": order_id,
+        "type": order["purpose"],
         "task_id": order["task_id"],
         "payment_url": f"{public_url}/checkout/{order_id}",
         "qr_code_url": f"{public_url}/qr/{order_id}.png",
@@ -111,13 +139,16 @@ def render_order(order: Mapping[Any, Any], public_url: str) -> dict[str, Any]:
         "paid_at": iso(order["paid_at"]),
         "expires_at": iso(order["expires_at"]),
         "created_at": iso(order["created_at"]),
-        "cost_breakdown": {
+        "cost_breakdown": ({  # a deposit pays no worker and no fee: it is all yours
+            "worker_payout_cents": 0, "platform_fee_cents": 0, "total_cents": order["amount"],
+        } if order["purpose"] == PURPOSE_DEPOSIT else {
             "worker_payout_cents": split.worker_payout,
             "platform_fee_cents": split.platform_fee,
             "total_cents": split.total,
-        },
-        "refunded_cents": refunded,
+        }),
+        "refunded_cents": order["refunded_cents"],
         "escrow": {"held_cents": held, "released_cents": released, "refunded_cents": refunded,
+                   "worker_payout_cents": released - fee, "platform_fee_cents": fee,
                    "currency": "CNY"},
         "card": ({"brand": order["card_brand"], "last4": order["card_last4"]}
                  if order["card_last4"] else None),

@@ -20,19 +20,23 @@ from kassa.accounts.schemas import Principal, Tier
 from kassa.channels.base import (
     FAILURE_MESSAGES,
     ChannelError,
+    ChannelPayment,
     PaymentIntent,
     SettleOutcome,
 )
 from kassa.context import ServiceContext
 from kassa.core import ids
 from kassa.core import ledger as accounts
-from kassa.core.clock import shanghai_day
-from kassa.core.money import convert
-from kassa.core.states import LIVE_ORDER_STATUSES, OrderStatus, sources_for
+from kassa.core.clock import iso, shanghai_day
+from kassa.core.ledger import InsufficientBalance
+from kassa.core.money import convert, split_fee
+from kassa.core.states import LIVE_ORDER_STATUSES, OrderStatus, TaskStatus, sources_for
 from kassa.core.urls import UrlError, check_url
 from kassa.errors import (
     AmountMismatch,
     DuplicateOrder,
+    InsufficientFunds,
+    InvalidTaskState,
     LimitExceeded,
     OrderNotFound,
     PaymentMethodUnavailable,
@@ -40,9 +44,17 @@ from kassa.errors import (
     ValidationError,
 )
 from kassa.events import repository as events
+from kassa.history import service as history
 from kassa.ledger import service as ledger
 from kassa.payments import repository
-from kassa.payments.schemas import CreatePaymentRequest, render_order
+from kassa.payments.schemas import (
+    BALANCE,
+    PURPOSE_DEPOSIT,
+    PURPOSE_PAYMENT,
+    CreatePaymentRequest,
+    DepositRequest,
+    render_order,
+)
 from kassa.tasks import repository as tasks
 from kassa.worker import queue
 
@@ -96,7 +108,6 @@ def _unavailable(method: str, message: str) -> PaymentMethodUnavailable:
 def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
                task: Mapping[Any, Any], request: CreatePaymentRequest) -> dict[str, Any]:
     """Create the payment order for a task already locked by the caller."""
-    now = ctx.clock.now()
     currency = request.currency or task["currency"]
     if currency != task["currency"]:
         raise ValidationError(
@@ -107,6 +118,9 @@ def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
             f"Payment amount ({request.amount} cents) doesn't match task cost "
             f"({task['amount']} cents)",
             expected_amount=task["amount"], provided_amount=request.amount)
+    if task["status"] != TaskStatus.OPEN:
+        raise InvalidTaskState(f"Task {task['task_id']} is {task['status']}",
+                               task_id=task["task_id"], task_status=task["status"])
     # The task's URLs were checked when it was created; only the request's need it now.
     return_url = (checked_url(request.return_url, principal=principal, field="return_url")
                   if request.return_url else task["return_url"])
@@ -122,9 +136,49 @@ def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
         if status in LIVE_ORDER_STATUSES:
             raise DuplicateOrder("Payment order already exists for task", order_id=current,
                                  status=status)
+    metadata = request.metadata if request.metadata is not None else (
+        orjson.loads(task["metadata_json"]) if task["metadata_json"] else None)
+    order = _open(conn, ctx, principal=principal, purpose=PURPOSE_PAYMENT,
+                  task_id=task["task_id"], amount=request.amount, currency=currency,
+                  method=request.payment_method, return_url=return_url,
+                  callback_url=callback_url, metadata=metadata,
+                  expires_in=request.expires_in_seconds, test_card=request.test_card,
+                  description=f"Payment for task: {task['title']}")
+    tasks.set_current_order(conn, account_id=principal.account_id, mode=principal.mode,
+                            task_id=task["task_id"], order_id=order["order_id"],
+                            now=order["created_at"])
+    return order
 
-    method = request.payment_method
-    amount_cny, rate = amount_in_cny(ctx, request.amount, currency)
+
+def open_deposit(conn: Connection, ctx: ServiceContext, *, principal: Principal,
+                 request: DepositRequest) -> dict[str, Any]:
+    """POST /api/v1/payment/deposit: top up the available balance through a channel."""
+    amount_cny, _ = amount_in_cny(ctx, request.amount, request.currency)
+    if amount_cny < ctx.settings.min_deposit_cents:
+        raise LimitExceeded(
+            f"Deposits start at {ctx.settings.min_deposit_cents} cents (CNY)",
+            limit="deposit_minimum", limit_cents=ctx.settings.min_deposit_cents,
+            amount_cny_cents=amount_cny)
+    return _open(conn, ctx, principal=principal, purpose=PURPOSE_DEPOSIT, task_id=None,
+                 amount=request.amount, currency=request.currency,
+                 method=request.payment_method,
+                 return_url=checked_url(request.return_url, principal=principal,
+                                        field="return_url"),
+                 callback_url=checked_url(request.callback_url, principal=principal,
+                                          field="callback_url"),
+                 metadata=request.metadata, expires_in=request.expires_in_seconds,
+                 test_card=request.test_card, description="Deposit to account balance")
+
+
+def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpose: str,
+          task_id: str | None, amount: int, currency: str, method: str,
+          return_url: str | None, callback_url: str | None, metadata: Any,
+          expires_in: int | None, test_card: str | None, description: str
+          ) -> dict[str, Any]:
+    """What a task payment and a deposit share: limits, the channel, the order row, its
+    history row, its jobs and its events."""
+    now = ctx.clock.now()
+    amount_cny, rate = amount_in_cny(ctx, amount, currency)
     check_transaction_limits(ctx, amount_cny)
     if method == "bank_transfer":
         if principal.tier != Tier.ENTERPRISE:
@@ -134,23 +188,32 @@ def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
                 f"Bank transfers start at {BANK_TRANSFER_MIN_CENTS} cents (CNY)",
                 limit="bank_transfer_minimum", limit_cents=BANK_TRANSFER_MIN_CENTS,
                 amount_cny_cents=amount_cny)
-    if request.test_card is not None and principal.live:
+    if test_card is not None and principal.live:
         raise ValidationError("test_card is accepted with test keys only",
                               details=[{"field": "test_card", "message": "test mode only"}])
-    channel = ctx.channels.for_method(mode=principal.mode, payment_method=method)
-    if channel is None:
-        raise _unavailable(method, f"Payment method {method} is not available for "
-                                   f"{principal.mode} payments on this account")
 
     order_id = ids.order_id()
-    try:
-        answer = channel.create_payment(PaymentIntent(
-            order_id=order_id, amount=request.amount, currency=currency,
-            payment_method=method, test_card=request.test_card))
-    except ChannelError as exc:
-        field = exc.field or "payment_method"
-        raise ValidationError(str(exc), details=[{"field": field, "message": str(exc)}]
-                              ) from exc
+    answer: ChannelPayment | None = None
+    if method == BALANCE:
+        if test_card is not None:
+            raise ValidationError("test_card applies only to payment_method card",
+                                  details=[{"field": "test_card",
+                                            "message": "payment_method is balance"}])
+        channel_name = BALANCE
+    else:
+        channel = ctx.channels.for_method(mode=principal.mode, payment_method=method)
+        if channel is None:
+            raise _unavailable(method, f"Payment method {method} is not available for "
+                                       f"{principal.mode} payments on this account")
+        try:
+            answer = channel.create_payment(PaymentIntent(
+                order_id=order_id, amount=amount, currency=currency,
+                payment_method=method, test_card=test_card))
+        except ChannelError as exc:
+            field = exc.field or "payment_method"
+            raise ValidationError(str(exc), details=[{"field": field, "message": str(exc)}]
+                                  ) from exc
+        channel_name = channel.name
 
     day = shanghai_day(now)
     limit = ctx.settings.daily_limit_cents.get(principal.tier)
@@ -163,52 +226,74 @@ def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
             f"This payment would exceed the {principal.tier} daily limit of {limit} cents (CNY)",
             limit="daily", limit_cents=limit, used_cents=used, amount_cny_cents=amount_cny)
 
-    expires_in = request.expires_in_seconds or DEFAULT_EXPIRY_SECONDS
-    metadata = request.metadata if request.metadata is not None else (
-        orjson.loads(task["metadata_json"]) if task["metadata_json"] else None)
+    paid_now = answer is None  # from the balance: settled in this transaction
     order: dict[str, Any] = {
         "order_id": order_id,
         "account_id": principal.account_id,
         "mode": principal.mode,
-        "task_id": task["task_id"],
-        "amount": request.amount,
+        "task_id": task_id,
+        "purpose": purpose,
+        "amount": amount,
         "currency": currency,
         "amount_cny": amount_cny,
         "fx_rate": None if rate is None else str(rate),
         "fee_bps": ctx.settings.platform_fee_bps,
         "payment_method": method,
-        "channel": channel.name,
-        "status": answer.initial_status,
+        "channel": channel_name,
+        "status": OrderStatus.COMPLETED if paid_now else answer.initial_status,  # type: ignore[union-attr]
         "return_url": return_url,
         "callback_url": callback_url,
         "metadata_json": None if metadata is None else orjson.dumps(metadata).decode(),
-        "description": f"Payment for task: {task['title']}"[:300],
-        "card_brand": answer.card.brand if answer.card else None,
-        "card_last4": answer.card.last4 if answer.card else None,
-        "sandbox_outcome": answer.planned_outcome.value if answer.planned_outcome else None,
+        "description": description[:300],
+        "card_brand": answer.card.brand if answer and answer.card else None,
+        "card_last4": answer.card.last4 if answer and answer.card else None,
+        "sandbox_outcome": (answer.planned_outcome.value
+                            if answer and answer.planned_outcome else None),
         "failure_code": None,
         "failure_message": None,
-        "transaction_id": None,
+        "transaction_id": ids.derived_transaction_id(order_id) if paid_now else None,
         "limit_day": day,
         "refunded_cents": 0,
+        "refunded_cny": 0,
         "released_cents": 0,
-        "event_seq": 1,
-        "expires_at": now + timedelta(seconds=expires_in),
-        "paid_at": None,
+        "platform_fee_cny": 0,
+        "event_seq": 2 if paid_now else 1,
+        "expires_at": now + timedelta(seconds=expires_in or DEFAULT_EXPIRY_SECONDS),
+        "paid_at": now if paid_now else None,
         "created_at": now,
         "updated_at": now,
     }
     repository.insert_order(conn, order)
-    tasks.set_current_order(conn, account_id=principal.account_id, mode=principal.mode,
-                            task_id=task["task_id"], order_id=order_id, now=now)
+    history.record(conn, transaction_id=ids.derived_transaction_id(order_id), type_=purpose,
+                   account_id=principal.account_id, mode=principal.mode, order_id=order_id,
+                   refund_id=None, task_id=task_id, amount=amount, currency=currency,
+                   status=order["status"], description=order["description"], now=now)
+    data = render_order(order, ctx.public_url)
+    events.record(conn, account_id=principal.account_id, mode=principal.mode,
+                  event_type="payment.created", object_id=order_id, sequence=1, data=data,
+                  now=now)
+    if paid_now:
+        try:
+            _post_payment(conn, order, now)
+        except InsufficientBalance as exc:
+            available, _ = ledger.balance(conn, mode=principal.mode,
+                                          account=accounts.customer_available(
+                                              principal.account_id))
+            raise InsufficientFunds(
+                "Account balance is insufficient for this payment",
+                balance_cents=available, required_cents=amount_cny,
+                suggested_actions=["Deposit funds (POST /api/v1/payment/deposit)",
+                                   "Choose a different payment method"]) from exc
+        events.record(conn, account_id=principal.account_id, mode=principal.mode,
+                      event_type="payment.completed", object_id=order_id, sequence=2,
+                      data=data, now=now)
+        return order
+    assert answer is not None
     jobs = [(JOB_EXPIRE, order_id, order["expires_at"])]
     if answer.settle_after_seconds is not None:
         jobs.append((JOB_SETTLE_SANDBOX, order_id,
                      now + timedelta(seconds=answer.settle_after_seconds)))
     queue.enqueue_many(conn, jobs, now)
-    events.record(conn, account_id=principal.account_id, mode=principal.mode,
-                  event_type="payment.created", object_id=order_id, sequence=1,
-                  data=render_order(order, ctx.public_url), now=now)
     return order
 
 
@@ -239,27 +324,46 @@ def _announce(conn: Connection, ctx: ServiceContext, order: Mapping[Any, Any], e
                   sequence=order["event_seq"], data=render_order(order, ctx.public_url), now=now)
 
 
+def _post_payment(conn: Connection, order: Mapping[Any, Any], now: datetime) -> None:
+    """The money of a paid order: into the merchant's escrow (a task payment) or available
+    balance (a deposit), from the channel, or from the available balance."""
+    account_id = order["account_id"]
+    if order["payment_method"] == BALANCE:
+        source = accounts.customer_available(account_id)
+    else:
+        source = accounts.external(order["payment_method"])
+    destination = (accounts.customer_available(account_id) if order["purpose"] == PURPOSE_DEPOSIT
+                   else accounts.customer_escrow(account_id))
+    entry = accounts.transfer(order["purpose"], "CNY", source=source, destination=destination,
+                              amount=order["amount_cny"], description=order["description"])
+    ledger.post(conn, mode=order["mode"], account_id=account_id, order_id=order["order_id"],
+                entry=entry, now=now, transaction_id=order["transaction_id"])
+
+
 def complete_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
                    now: datetime) -> dict[str, Any] | None:
-    """The channel confirmed the money: pending/processing -> completed, into escrow."""
-    transaction_id = ids.transaction_id()
+    """The channel confirmed the money: pending/processing -> completed, into escrow (or,
+    for a deposit, the available balance)."""
+    transaction_id = ids.derived_transaction_id(order_id)
     order = repository.transition(
         conn, order_id=order_id, sources=sources_for(OrderStatus.COMPLETED) - {
             OrderStatus.REFUNDED}, target=OrderStatus.COMPLETED, now=now, paid_at=now,
         transaction_id=transaction_id)
     if order is None:
         return None
-    entry = accounts.transfer(
-        "payment", "CNY",
-        source=accounts.external(order["payment_method"]),
-        destination=accounts.customer_escrow(order["account_id"]),
-        amount=order["amount_cny"],
-        description=order["description"],
-    )
-    ledger.post(conn, mode=order["mode"], account_id=order["account_id"], order_id=order_id,
-                entry=entry, now=now, transaction_id=transaction_id)
+    _post_payment(conn, order, now)
+    history.update_status(conn, transaction_id=transaction_id, status=OrderStatus.COMPLETED,
+                          now=now)
     _announce(conn, ctx, order, "payment.completed", now)
     return order
+
+
+def _unwind(conn: Connection, order: Mapping[Any, Any], now: datetime) -> None:
+    """An order that ended without money: it no longer counts against the day's limit."""
+    repository.release_daily_volume(conn, account_id=order["account_id"], mode=order["mode"],
+                                    day=order["limit_day"], amount_cny=order["amount_cny"])
+    history.update_status(conn, transaction_id=ids.derived_transaction_id(order["order_id"]),
+                          status=order["status"], now=now)
 
 
 def fail_order(conn: Connection, ctx: ServiceContext, *, order_id: str, failure_code: str,
@@ -270,8 +374,7 @@ def fail_order(conn: Connection, ctx: ServiceContext, *, order_id: str, failure_
         failure_message=failure_message)
     if order is None:
         return None
-    repository.release_daily_volume(conn, account_id=order["account_id"], mode=order["mode"],
-                                    day=order["limit_day"], amount_cny=order["amount_cny"])
+    _unwind(conn, order, now)
     _announce(conn, ctx, order, "payment.failed", now)
     return order
 
@@ -290,8 +393,7 @@ def expire_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
                                   target=OrderStatus.EXPIRED, now=now)
     if order is None:
         return "lost_race"
-    repository.release_daily_volume(conn, account_id=order["account_id"], mode=order["mode"],
-                                    day=order["limit_day"], amount_cny=order["amount_cny"])
+    _unwind(conn, order, now)
     _announce(conn, ctx, order, "payment.expired", now)
     return "expired"
 
@@ -310,3 +412,34 @@ def settle_sandbox_order(conn: Connection, ctx: ServiceContext, *, order_id: str
     done = fail_order(conn, ctx, order_id=order_id, failure_code=outcome.value,
                       failure_message=FAILURE_MESSAGES[outcome], now=now)
     return f"failed:{outcome.value}" if done else "lost_race"
+
+
+# --- release (task approved) ----------------------------------------------------------------
+
+def release_order(conn: Connection, *, order: Mapping[str, Any], worker_id: str,
+                  now: datetime) -> dict[str, Any]:
+    """Everything still in escrow for an order the caller holds locked goes to the worker,
+    minus the platform fee, as one balanced entry; returns the release figures."""
+    held = order["amount_cny"] - order["refunded_cny"] - order["released_cents"]
+    split = split_fee(held, order["fee_bps"])
+    account_id = order["account_id"]
+    postings = [accounts.Posting(accounts.customer_escrow(account_id), -held)]
+    if split.worker_payout:
+        postings.append(accounts.Posting(accounts.worker_payable(account_id, worker_id),
+                                         split.worker_payout))
+    if split.platform_fee:
+        postings.append(accounts.Posting(accounts.PLATFORM_REVENUE, split.platform_fee))
+    transaction_id = ledger.post(
+        conn, mode=order["mode"], account_id=account_id, order_id=order["order_id"],
+        entry=accounts.Entry(kind="release", currency="CNY", postings=tuple(postings),
+                             description=f"Release to worker {worker_id}"),
+        now=now)
+    repository.update_order(conn, order["order_id"], {
+        "released_cents": order["released_cents"] + held,
+        "platform_fee_cny": order["platform_fee_cny"] + split.platform_fee,
+        "updated_at": now,
+    })
+    return {"worker_id": worker_id, "total_cents": held,
+            "worker_payout_cents": split.worker_payout,
+            "platform_fee_cents": split.platform_fee, "currency": "CNY",
+            "transaction_id": transaction_id, "released_at": iso(now)}

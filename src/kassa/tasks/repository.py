@@ -36,8 +36,11 @@ def _key(account_id: str, mode: str, task_id: str) -> dict[str, Any]:
     return {"account_id": account_id, "mode": mode, "task_id": task_id}
 
 
+_NEW_TASK = {"current_order_id": None, "worker_id": None, "event_seq": 0, "closed_at": None}
+
+
 def insert_task(conn: Connection, values: dict[str, Any]) -> None:
-    _insert.run(conn, values)
+    _insert.run(conn, {**_NEW_TASK, **values})
 
 
 def get_task(conn: Connection, *, account_id: str, mode: str, task_id: str,
@@ -62,3 +65,21 @@ def set_current_order(conn: Connection, *, account_id: str, mode: str, task_id: 
                       order_id: str, now: datetime) -> None:
     _set_current_order.run(conn, {"k_account": account_id, "k_mode": mode, "k_task": task_id,
                                   "k_order": order_id, "k_now": now})
+
+
+_close = Prepared(
+    update(tasks)
+    .where(tasks.c.account_id == bindparam("k_account"), tasks.c.mode == bindparam("k_mode"),
+           tasks.c.task_id == bindparam("k_task"), tasks.c.status == "open")
+    .values(status=bindparam("k_status"), worker_id=bindparam("k_worker"),
+            closed_at=bindparam("k_now"), updated_at=bindparam("k_now"),
+            event_seq=tasks.c.event_seq + 1)
+    .returning(*tasks.c)
+)
+
+
+def close_task(conn: Connection, *, account_id: str, mode: str, task_id: str, status: str,
+               worker_id: str | None, now: datetime) -> dict[str, Any] | None:
+    """open -> approved/failed/cancelled, only if still open; None if someone else won."""
+    return _close.first(conn, {"k_account": account_id, "k_mode": mode, "k_task": task_id,
+                               "k_status": status, "k_worker": worker_id, "k_now": now})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, field_validator
@@ -16,8 +16,10 @@ from kassa.payments.schemas import (
     StrictModel,
     check_metadata,
 )
+from kassa.refunds.schemas import Refund
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+WORKER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class CreateTaskRequest(StrictModel):
@@ -41,12 +43,21 @@ class CreateTaskRequest(StrictModel):
     _metadata = field_validator("metadata")(check_metadata)
 
 
+class ApproveRequest(StrictModel):
+    """POST /api/v1/tasks/{id}/approve: release the escrow to this worker."""
+
+    worker_id: StrictStr = Field(pattern=WORKER_ID_PATTERN,
+                                 description="Your id for the worker who did the task")
+
+
 class Task(BaseModel):
     task_id: str
     title: str
     amount: int
     currency: str
-    status: str
+    status: Literal["open", "approved", "failed", "cancelled"]
+    worker_id: str | None
+    closed_at: str | None
     payment_method: str | None
     return_url: str | None
     callback_url: str | None
@@ -62,6 +73,30 @@ class TaskCreated(BaseModel):
     payment: PaymentOrder | None
 
 
+class Release(BaseModel):
+    worker_id: str
+    total_cents: int
+    worker_payout_cents: int
+    platform_fee_cents: int
+    currency: str
+    transaction_id: str
+    released_at: str
+
+
+class TaskApproved(BaseModel):
+    task: Task
+    payment: PaymentOrder
+    release: Release
+
+
+class TaskClosed(BaseModel):
+    """After fail or cancel: the refund of what was in escrow, if anything was."""
+
+    task: Task
+    payment: PaymentOrder | None
+    refund: Refund | None
+
+
 def render_task(task: Mapping[Any, Any], payment_status: str | None) -> dict[str, Any]:
     return {
         "task_id": task["task_id"],
@@ -69,6 +104,8 @@ def render_task(task: Mapping[Any, Any], payment_status: str | None) -> dict[str
         "amount": task["amount"],
         "currency": task["currency"],
         "status": task["status"],
+        "worker_id": task["worker_id"],
+        "closed_at": iso(task["closed_at"]),
         "payment_method": task["payment_method"],
         "return_url": task["return_url"],
         "callback_url": task["callback_url"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -10,13 +12,16 @@ from sqlalchemy import Connection
 from kassa.accounts.schemas import Principal
 from kassa.context import ServiceContext
 from kassa.core import ids
-from kassa.errors import DuplicateTask, TaskNotFound, ValidationError
+from kassa.core.states import OrderStatus, TaskStatus
+from kassa.errors import DuplicateTask, InvalidTaskState, TaskNotFound, ValidationError
+from kassa.events import repository as events
+from kassa.payments import repository as orders
 from kassa.payments import service as payments
-from kassa.payments.schemas import CreatePaymentRequest
+from kassa.payments.schemas import CreatePaymentRequest, render_order
+from kassa.refunds import service as refunds
+from kassa.refunds.schemas import TaskCloseRequest, render_refund
 from kassa.tasks import repository
-from kassa.tasks.schemas import CreateTaskRequest
-
-TASK_OPEN = "open"
+from kassa.tasks.schemas import CreateTaskRequest, render_task
 
 
 def create_task(conn: Connection, ctx: ServiceContext, *, principal: Principal,
@@ -53,8 +58,11 @@ def create_task(conn: Connection, ctx: ServiceContext, *, principal: Principal,
         "callback_url": callback_url,
         "metadata_json": None if request.metadata is None else orjson.dumps(
             request.metadata).decode(),
-        "status": TASK_OPEN,
+        "status": TaskStatus.OPEN,
         "current_order_id": None,
+        "worker_id": None,
+        "event_seq": 0,
+        "closed_at": None,
         "created_at": now,
         "updated_at": now,
     }
@@ -82,3 +90,95 @@ def get_task(conn: Connection, *, principal: Principal, task_id: str
         raise TaskNotFound(f"Task {task_id} doesn't exist", task_id=task_id)
     row, payment_status = found
     return dict(row), payment_status
+
+
+def _locked_task(conn: Connection, principal: Principal, task_id: str) -> dict[str, Any]:
+    task = repository.get_task(conn, account_id=principal.account_id, mode=principal.mode,
+                               task_id=task_id, for_update=True)
+    if task is None:
+        raise TaskNotFound(f"Task {task_id} doesn't exist", task_id=task_id)
+    if task["status"] != TaskStatus.OPEN:
+        raise InvalidTaskState(f"Task {task_id} is already {task['status']}", task_id=task_id,
+                               task_status=task["status"])
+    return task
+
+
+def _locked_order(conn: Connection, task: Mapping[str, Any]) -> dict[str, Any] | None:
+    order_id = task["current_order_id"]
+    return None if order_id is None else orders.get_order_by_id(conn, order_id, for_update=True)
+
+
+def _close(conn: Connection, ctx: ServiceContext, *, principal: Principal,
+           task: Mapping[str, Any], status: TaskStatus, worker_id: str | None,
+           payment_status: str | None, extra: dict[str, Any], now: datetime) -> dict[str, Any]:
+    closed = repository.close_task(conn, account_id=principal.account_id, mode=principal.mode,
+                                   task_id=task["task_id"], status=status, worker_id=worker_id,
+                                   now=now)
+    assert closed is not None, "the task is locked and was open"
+    events.record(conn, account_id=principal.account_id, mode=principal.mode,
+                  event_type=f"task.{status}", object_id=task["task_id"],
+                  sequence=closed["event_seq"],
+                  data={"task": render_task(closed, payment_status), **extra}, now=now)
+    return closed
+
+
+def approve_task(conn: Connection, ctx: ServiceContext, *, principal: Principal, task_id: str,
+                 worker_id: str) -> dict[str, Any]:
+    """Release everything in escrow to the worker, minus the platform fee."""
+    now = ctx.clock.now()
+    task = _locked_task(conn, principal, task_id)
+    order = _locked_order(conn, task)
+    status = None if order is None else order["status"]
+    if order is None or status not in (OrderStatus.COMPLETED, OrderStatus.REFUNDED):
+        raise InvalidTaskState(f"Task {task_id} has not been paid (payment: {status or 'none'})",
+                               task_id=task_id, task_status=task["status"],
+                               payment_status=status)
+    if refunds.refundable(order)[1] <= 0:
+        raise InvalidTaskState(f"Task {task_id}'s payment was refunded: nothing is in escrow",
+                               task_id=task_id, task_status=task["status"],
+                               payment_status=status)
+    release = payments.release_order(conn, order=order, worker_id=worker_id, now=now)
+    order = orders.get_order_by_id(conn, order["order_id"])
+    assert order is not None
+    payment = render_order(order, ctx.public_url)
+    closed = _close(conn, ctx, principal=principal, task=task, status=TaskStatus.APPROVED,
+                    worker_id=worker_id, payment_status=order["status"],
+                    extra={"release": release}, now=now)
+    return {"task": render_task(closed, order["status"]), "payment": payment,
+            "release": release}
+
+
+def end_task(conn: Connection, ctx: ServiceContext, *, principal: Principal, task_id: str,
+             status: TaskStatus, request: TaskCloseRequest) -> dict[str, Any]:
+    """Fail or cancel a task: what is in escrow is refunded (reason task_failed /
+    task_cancelled); a payment not yet made is failed so it can no longer be paid."""
+    now = ctx.clock.now()
+    reason = "task_failed" if status == TaskStatus.FAILED else "task_cancelled"
+    task = _locked_task(conn, principal, task_id)
+    order = _locked_order(conn, task)
+    refund = None
+    if order is not None:
+        if order["status"] == OrderStatus.PROCESSING:
+            raise InvalidTaskState(
+                f"Task {task_id}'s payment is still processing: try again once it has settled",
+                task_id=task_id, task_status=task["status"], payment_status=order["status"])
+        if order["status"] == OrderStatus.PENDING:
+            payments.fail_order(conn, ctx, order_id=order["order_id"], failure_code=reason,
+                                failure_message=f"The task was {status}", now=now)
+        elif refunds.refundable(order)[1] > 0:
+            refund = refunds.refund_order(
+                conn, ctx, order=order, amount=None, reason=reason,
+                reason_detail=request.reason_detail, refund_method=request.refund_method,
+                test_outcome=request.test_outcome)
+        order = orders.get_order_by_id(conn, order["order_id"])
+        assert order is not None
+    elif request.test_outcome is not None and principal.live:
+        raise ValidationError("test_outcome is accepted with test keys only",
+                              details=[{"field": "test_outcome", "message": "test mode only"}])
+    payment = None if order is None else render_order(order, ctx.public_url)
+    rendered_refund = None if refund is None else render_refund(refund)
+    payment_status = None if order is None else order["status"]
+    closed = _close(conn, ctx, principal=principal, task=task, status=status, worker_id=None,
+                    payment_status=payment_status, extra={"refund": rendered_refund}, now=now)
+    return {"task": render_task(closed, payment_status), "payment": payment,
+            "refund": rendered_refund}

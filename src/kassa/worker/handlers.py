@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 
 from kassa.context import ServiceContext
 from kassa.payments import service as payments
+from kassa.refunds import service as refunds
 
 Handler = Callable[[Connection, ServiceContext, str, datetime], str]
 
@@ -22,7 +23,13 @@ def _expire(conn: Connection, ctx: ServiceContext, ref: str, now: datetime) -> s
     return payments.expire_order(conn, ctx, order_id=ref, now=now)
 
 
+def _settle_sandbox_refund(conn: Connection, ctx: ServiceContext, ref: str, now: datetime
+                          ) -> str:
+    return refunds.settle_sandbox_refund(conn, ctx, refund_id=ref, now=now)
+
+
 HANDLERS: dict[str, Handler] = {
+    refunds.JOB_SETTLE_SANDBOX_REFUND: _settle_sandbox_refund,
     payments.JOB_SETTLE_SANDBOX: _settle_sandbox,
     payments.JOB_EXPIRE: _expire,
 }

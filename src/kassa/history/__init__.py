@@ -1,0 +1,1 @@
+"""The merchant's transaction history: payments, deposits and refunds as the seed lists them."""

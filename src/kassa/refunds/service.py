@@ -1,0 +1,247 @@
+"""Refund rules (SPEC §6): only money still in escrow, partial refunds add up, back through
+the original channel (processing until it confirms) or to the available balance (at once).
+
+Every function runs inside the caller's transaction. The order row is locked first
+(SELECT ... FOR UPDATE), so concurrent refunds and a release of one order queue up and
+each sees what the previous one left in escrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection
+
+from kassa.accounts.schemas import Principal
+from kassa.channels.base import RefundIntent
+from kassa.context import ServiceContext
+from kassa.core import ids
+from kassa.core import ledger as accounts
+from kassa.core.clock import add_business_days, iso
+from kassa.core.money import convert
+from kassa.core.states import OrderStatus, RefundStatus
+from kassa.errors import (
+    AlreadyRefunded,
+    OrderNotFound,
+    PaymentMethodUnavailable,
+    RefundNotAllowed,
+    ValidationError,
+)
+from kassa.events import repository as events
+from kassa.history import service as history
+from kassa.ledger import service as ledger
+from kassa.payments import repository as orders
+from kassa.payments.schemas import BALANCE, PURPOSE_PAYMENT
+from kassa.refunds import repository
+from kassa.refunds.schemas import DESCRIPTIONS, RefundRequest, render_refund
+from kassa.worker import queue
+
+JOB_SETTLE_SANDBOX_REFUND = "refund.settle_sandbox"
+
+# The seed's refund times, upper bounds in business days: the latest a merchant should expect.
+ARRIVAL_BUSINESS_DAYS = {"alipay": 3, "wechat": 3, "card": 10, "bank_transfer": 5}
+
+
+def request_refund(conn: Connection, ctx: ServiceContext, *, principal: Principal,
+                   request: RefundRequest) -> dict[str, Any]:
+    """POST /api/v1/payment/refund."""
+    order = orders.get_order(conn, account_id=principal.account_id, mode=principal.mode,
+                             order_id=request.order_id, for_update=True)
+    if order is None:
+        raise OrderNotFound(f"Order {request.order_id} doesn't exist", order_id=request.order_id)
+    return refund_order(conn, ctx, order=order, amount=request.amount, reason=request.reason,
+                        reason_detail=request.reason_detail,
+                        refund_method=request.refund_method, test_outcome=request.test_outcome)
+
+
+def refundable(order: Mapping[str, Any]) -> tuple[int, int]:
+    """What may still be refunded: (in the order's currency, in CNY held in escrow)."""
+    if order["purpose"] != PURPOSE_PAYMENT or order["status"] not in (
+            OrderStatus.COMPLETED, OrderStatus.REFUNDED):
+        return 0, 0
+    held = order["amount_cny"] - order["refunded_cny"] - order["released_cents"]
+    remaining = order["amount"] - order["refunded_cents"]
+    return (remaining if order["released_cents"] == 0 else min(remaining, held)), held
+
+
+def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, Any],
+                 amount: int | None, reason: str, reason_detail: str | None,
+                 refund_method: str, test_outcome: str | None) -> dict[str, Any]:
+    """Refund `amount` (default: all that is left) of an order the caller holds locked."""
+    now = ctx.clock.now()
+    order_id = order["order_id"]
+    if test_outcome is not None and order["mode"] == "live":
+        raise ValidationError("test_outcome is accepted with test keys only",
+                              details=[{"field": "test_outcome", "message": "test mode only"}])
+    if order["purpose"] != PURPOSE_PAYMENT:
+        raise RefundNotAllowed("Deposits are not refundable: the money is in your available "
+                               "balance", order_id=order_id)
+    if order["status"] not in (OrderStatus.COMPLETED, OrderStatus.REFUNDED):
+        raise RefundNotAllowed(f"Order is {order['status']}: only a paid order can be refunded",
+                               order_id=order_id, order_status=order["status"])
+    remaining, held = refundable(order)
+    if remaining <= 0 or held <= 0:
+        first = repository.first_refund(conn, order_id)
+        if order["refunded_cents"] >= order["amount"] and first is not None:
+            raise AlreadyRefunded("Order has already been fully refunded",
+                                  refund_id=first["refund_id"],
+                                  refunded_at=iso(first["created_at"]))
+        raise RefundNotAllowed("The escrow has been released to the worker: nothing is left "
+                               "to refund", order_id=order_id,
+                               released_cents=order["released_cents"])
+    amount = remaining if amount is None else amount
+    if amount == order["amount"] - order["refunded_cents"] and order["released_cents"] == 0:
+        amount_cny = held  # the last of it: whatever the conversion left, nothing stays behind
+    else:
+        rate = order["fx_rate"]
+        amount_cny = amount if rate is None else convert(amount, Decimal(rate))
+    if amount > remaining or amount_cny > held or amount_cny <= 0:
+        raise RefundNotAllowed(
+            f"Refund amount ({amount} cents) exceeds what is left to refund ({remaining} cents)",
+            order_id=order_id, refundable_amount=remaining, requested_amount=amount)
+
+    refund_id = ids.refund_id()
+    transaction_id = ids.derived_transaction_id(refund_id)
+    refunded = order["refunded_cents"] + amount
+    account_id = order["account_id"]
+    instant = refund_method == "balance" or order["payment_method"] == BALANCE
+    orders.update_order(conn, order_id, {
+        "refunded_cents": refunded,
+        "refunded_cny": order["refunded_cny"] + amount_cny,
+        "updated_at": now,
+    })
+    planned: str | None = None
+    settle_after: float | None = None
+    if instant:
+        destination = accounts.customer_available(account_id)
+        status, estimated = RefundStatus.COMPLETED, now
+    else:
+        channel = ctx.channels.for_method(mode=order["mode"],
+                                          payment_method=order["payment_method"])
+        if channel is None:
+            raise PaymentMethodUnavailable(
+                f"Refunds through {order['payment_method']} are not available now",
+                payment_method=order["payment_method"], retry_allowed=True,
+                suggested_actions=["Refund to the account balance (refund_method balance)"])
+        answer = channel.refund(RefundIntent(
+            refund_id=refund_id, order_id=order_id, amount=amount, currency=order["currency"],
+            payment_method=order["payment_method"], test_outcome=test_outcome))
+        planned, settle_after = answer.planned_outcome, answer.settle_after_seconds
+        destination = accounts.customer_refunds_in_flight(account_id)
+        status = RefundStatus.PROCESSING
+        estimated = add_business_days(now, ARRIVAL_BUSINESS_DAYS.get(order["payment_method"], 5))
+    description = DESCRIPTIONS[reason] if reason != "other" else f"Refund: {reason_detail}"
+    ledger.post(conn, mode=order["mode"], account_id=account_id, order_id=order_id,
+                entry=accounts.transfer("refund", "CNY",
+                                        source=accounts.customer_escrow(account_id),
+                                        destination=destination, amount=amount_cny,
+                                        description=description),
+                now=now, transaction_id=transaction_id)
+    refund: dict[str, Any] = {
+        "refund_id": refund_id, "account_id": account_id, "mode": order["mode"],
+        "order_id": order_id, "task_id": order["task_id"], "amount": amount,
+        "currency": order["currency"], "amount_cny": amount_cny, "reason": reason,
+        "reason_detail": reason_detail, "refund_method": "balance" if instant else "original",
+        "payment_method": order["payment_method"], "status": status,
+        "sandbox_outcome": planned, "failure_code": None, "description": description[:300],
+        "estimated_arrival": estimated, "event_seq": 2 if instant else 1,
+        "created_at": now, "completed_at": now if instant else None, "updated_at": now,
+    }
+    repository.insert_refund(conn, refund)
+    history.record(conn, transaction_id=transaction_id, type_="refund", account_id=account_id,
+                   mode=order["mode"], order_id=order_id, refund_id=refund_id,
+                   task_id=order["task_id"], amount=amount, currency=order["currency"],
+                   status=status, description=description, now=now)
+    _announce(conn, refund, "refund.created", 1, now)
+    if instant:
+        _announce(conn, refund, "refund.completed", 2, now)
+        _mark_refunded_if_done(conn, order_id, now)
+    elif settle_after is not None:
+        queue.enqueue(conn, kind=JOB_SETTLE_SANDBOX_REFUND, ref=refund_id,
+                      run_at=now + timedelta(seconds=settle_after), now=now)
+    return refund
+
+
+def _announce(conn: Connection, refund: Mapping[str, Any], event_type: str, sequence: int,
+              now: datetime) -> None:
+    events.record(conn, account_id=refund["account_id"], mode=refund["mode"],
+                  event_type=event_type, object_id=refund["refund_id"], sequence=sequence,
+                  data=render_refund(refund), now=now)
+
+
+def _mark_refunded_if_done(conn: Connection, order_id: str, now: datetime) -> None:
+    """completed -> refunded once the whole amount is refunded and every refund confirmed
+    (so a refunded order never goes back: a confirmed refund cannot fail)."""
+    order = orders.get_order_by_id(conn, order_id, for_update=True)
+    assert order is not None
+    if (order["status"] == OrderStatus.COMPLETED and order["refunded_cents"] >= order["amount"]
+            and repository.processing_count(conn, order_id) == 0):
+        orders.update_order(conn, order_id, {"status": OrderStatus.REFUNDED, "updated_at": now})
+
+
+# --- the channel's answer (jobs, and later channel notifications) ---------------------------
+
+def complete_refund(conn: Connection, *, refund_id: str, now: datetime) -> dict[str, Any] | None:
+    """The channel paid the money back: out of refunds in flight, to the channel."""
+    refund = repository.settle(conn, refund_id=refund_id, status=RefundStatus.COMPLETED,
+                               failure_code=None, now=now)
+    if refund is None:
+        return None
+    account_id = refund["account_id"]
+    ledger.post(conn, mode=refund["mode"], account_id=account_id, order_id=refund["order_id"],
+                entry=accounts.transfer(
+                    "refund_settled", "CNY",
+                    source=accounts.customer_refunds_in_flight(account_id),
+                    destination=accounts.external(refund["payment_method"]),
+                    amount=refund["amount_cny"], description=refund["description"]),
+                now=now)
+    history.update_status(conn, transaction_id=ids.derived_transaction_id(refund_id),
+                          status=RefundStatus.COMPLETED, now=now)
+    _announce(conn, refund, "refund.completed", refund["event_seq"], now)
+    _mark_refunded_if_done(conn, refund["order_id"], now)
+    return refund
+
+
+def fail_refund(conn: Connection, *, refund_id: str, failure_code: str, now: datetime
+                ) -> dict[str, Any] | None:
+    """The channel refused: the money goes back into escrow and the order can be refunded
+    (or released) again."""
+    refund = repository.settle(conn, refund_id=refund_id, status=RefundStatus.FAILED,
+                               failure_code=failure_code, now=now)
+    if refund is None:
+        return None
+    order = orders.get_order_by_id(conn, refund["order_id"], for_update=True)
+    assert order is not None
+    orders.update_order(conn, order["order_id"], {  # still completed: this was in flight
+        "refunded_cents": order["refunded_cents"] - refund["amount"],
+        "refunded_cny": order["refunded_cny"] - refund["amount_cny"],
+        "updated_at": now,
+    })
+    account_id = refund["account_id"]
+    ledger.post(conn, mode=refund["mode"], account_id=account_id, order_id=refund["order_id"],
+                entry=accounts.transfer(
+                    "refund_reversed", "CNY",
+                    source=accounts.customer_refunds_in_flight(account_id),
+                    destination=accounts.customer_escrow(account_id),
+                    amount=refund["amount_cny"], description=f"Failed: {refund['description']}"),
+                now=now)
+    history.update_status(conn, transaction_id=ids.derived_transaction_id(refund_id),
+                          status=RefundStatus.FAILED, now=now)
+    _announce(conn, refund, "refund.failed", refund["event_seq"], now)
+    return refund
+
+
+def settle_sandbox_refund(conn: Connection, ctx: ServiceContext, *, refund_id: str,
+                          now: datetime) -> str:
+    refund = repository.get_refund(conn, refund_id)
+    if refund is None:
+        return "missing"
+    if refund["status"] != RefundStatus.PROCESSING:
+        return f"skipped:{refund['status']}"
+    if refund["sandbox_outcome"] == "failed":
+        done = fail_refund(conn, refund_id=refund_id, failure_code="refund_declined", now=now)
+        return "failed" if done else "lost_race"
+    return "completed" if complete_refund(conn, refund_id=refund_id, now=now) else "lost_race"
