@@ -30,7 +30,19 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class CreatePaymentRequest(StrictModel):
+class _OrderOptions(StrictModel):
+    """What every order request may add: where to notify, metadata, expiry, a test card."""
+
+    callback_url: StrictStr | None = Field(None, max_length=2048)
+    metadata: dict[str, Any] | None = Field(None, description="Custom metadata (max 1KB JSON)")
+    expires_in_seconds: StrictInt | None = Field(None, ge=300, le=86_400)
+    test_card: StrictStr | None = Field(None, max_length=40,
+                                        description="Sandbox only: one of the seed's test cards")
+
+    _metadata = field_validator("metadata")(check_metadata)
+
+
+class CreatePaymentRequest(_OrderOptions):
     """POST /api/v1/payment/create. `currency` and `return_url` default to the task's."""
 
     task_id: StrictStr = Field(min_length=1, max_length=64, description="The task to pay for")
@@ -38,29 +50,15 @@ class CreatePaymentRequest(StrictModel):
     currency: Currency | None = Field(None, description="CNY or USD; must match the task")
     payment_method: PaymentMethod
     return_url: StrictStr | None = Field(None, max_length=2048)
-    callback_url: StrictStr | None = Field(None, max_length=2048)
-    metadata: dict[str, Any] | None = Field(None, description="Custom metadata (max 1KB JSON)")
-    expires_in_seconds: StrictInt | None = Field(None, ge=300, le=86_400)
-    test_card: StrictStr | None = Field(None, max_length=40,
-                                        description="Sandbox only: one of the seed's test cards")
-
-    _metadata = field_validator("metadata")(check_metadata)
 
 
-class DepositRequest(StrictModel):
+class DepositRequest(_OrderOptions):
     """POST /api/v1/payment/deposit: top up the available balance (minimum 10,000 cents)."""
 
     amount: StrictInt = Field(gt=0, description="Amount in cents (minimum 10000, CNY)")
     currency: Currency = "CNY"
     payment_method: ChannelMethod
     return_url: StrictStr = Field(max_length=2048)
-    callback_url: StrictStr | None = Field(None, max_length=2048)
-    metadata: dict[str, Any] | None = Field(None, description="Custom metadata (max 1KB JSON)")
-    expires_in_seconds: StrictInt | None = Field(None, ge=300, le=86_400)
-    test_card: StrictStr | None = Field(None, max_length=40,
-                                        description="Sandbox only: one of the seed's test cards")
-
-    _metadata = field_validator("metadata")(check_metadata)
 
 
 class CostBreakdown(BaseModel):
