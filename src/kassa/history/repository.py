@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, tuple_, update
+from sqlalchemy import Connection, Integer, bindparam, insert, select, tuple_, update
 
 from kassa.db.prepared import Prepared
 from kassa.db.tables import transaction_history as th
@@ -35,6 +36,24 @@ def position(conn: Connection, *, account_id: str, mode: str, transaction_id: st
     return value  # type: ignore[no-any-return]
 
 
+def _page_statement(by_type: bool, by_status: bool, after: bool) -> Prepared:
+    stmt = select(th).where(th.c.account_id == bindparam("account_id"),
+                            th.c.mode == bindparam("mode"))
+    if by_type:
+        stmt = stmt.where(th.c.type == bindparam("type"))
+    if by_status:
+        stmt = stmt.where(th.c.status == bindparam("status"))
+    if after:
+        stmt = stmt.where(tuple_(th.c.created_at, th.c.transaction_id) < tuple_(
+            bindparam("c_at", type_=th.c.created_at.type), bindparam("c_id")))
+    return Prepared(stmt.order_by(th.c.created_at.desc(), th.c.transaction_id.desc())
+                    .limit(bindparam("n", type_=Integer)))
+
+
+# One prepared statement per combination of filters (eight in all).
+_pages = {key: _page_statement(*key) for key in itertools.product((False, True), repeat=3)}
+
+
 def page(conn: Connection, *, account_id: str, mode: str, type_: str | None,
          status: str | None, after: tuple[datetime, str] | None, limit: int
          ) -> list[dict[str, Any]]:
@@ -42,14 +61,9 @@ def page(conn: Connection, *, account_id: str, mode: str, type_: str | None,
 
     The order (created_at, transaction_id) is unique and never changes for a row, so
     paging neither repeats nor skips a row while new ones arrive (they sort first)."""
-    stmt = select(th).where(th.c.account_id == account_id, th.c.mode == mode)
-    if type_ is not None:
-        stmt = stmt.where(th.c.type == type_)
-    if status is not None:
-        stmt = stmt.where(th.c.status == status)
+    params: dict[str, Any] = {"account_id": account_id, "mode": mode, "type": type_,
+                              "status": status, "n": limit}
     if after is not None:
-        stmt = stmt.where(tuple_(th.c.created_at, th.c.transaction_id) < tuple_(
-            bindparam("c_at", after[0], type_=th.c.created_at.type),
-            bindparam("c_id", after[1])))
-    stmt = stmt.order_by(th.c.created_at.desc(), th.c.transaction_id.desc()).limit(limit)
-    return [dict(r) for r in conn.execute(stmt).mappings()]
+        params["c_at"], params["c_id"] = after
+    stmt = _pages[(type_ is not None, status is not None, after is not None)]
+    return stmt.all(conn, params)
