@@ -149,11 +149,13 @@ orders = Table(
     Column("failure_message", String(200), nullable=True),
     Column("transaction_id", String(40), nullable=True),
     Column("limit_day", String(10), nullable=False),  # Asia/Shanghai day it counts against
-    # Where the money is: refunded (processing or completed) in the order's currency and in
-    # CNY; released to the worker and the platform (CNY, of which platform_fee_cny the fee).
+    # Where the money is: refunded (processing or completed) and released to the worker and
+    # the platform, each in the order's currency and in CNY (refunded_cents/refunded_cny,
+    # released_amount/released_cents; platform_fee_cny is the fee's part of the release).
     Column("refunded_cents", Money, nullable=False, server_default="0"),
     Column("refunded_cny", Money, nullable=False, server_default="0"),
     Column("released_cents", Money, nullable=False, server_default="0"),
+    Column("released_amount", Money, nullable=False, server_default="0"),  # order's currency
     Column("platform_fee_cny", Money, nullable=False, server_default="0"),
     Column("event_seq", Integer, nullable=False, server_default="0"),
     Column("expires_at", UTCDateTime, nullable=False),

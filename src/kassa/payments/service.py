@@ -256,6 +256,7 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
         "refunded_cents": 0,
         "refunded_cny": 0,
         "released_cents": 0,
+        "released_amount": 0,
         "platform_fee_cny": 0,
         "event_seq": 2 if paid_now else 1,
         "expires_at": now + timedelta(seconds=expires_in or DEFAULT_EXPIRY_SECONDS),
@@ -436,6 +437,7 @@ def release_order(conn: Connection, *, order: Mapping[str, Any], worker_id: str,
         now=now)
     repository.update_order(conn, order["order_id"], {
         "released_cents": order["released_cents"] + held,
+        "released_amount": order["amount"] - order["refunded_cents"],  # the rest, all of it
         "platform_fee_cny": order["platform_fee_cny"] + split.platform_fee,
         "updated_at": now,
     })

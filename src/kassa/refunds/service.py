@@ -63,8 +63,7 @@ def refundable(order: Mapping[str, Any]) -> tuple[int, int]:
             OrderStatus.COMPLETED, OrderStatus.REFUNDED):
         return 0, 0
     held = order["amount_cny"] - order["refunded_cny"] - order["released_cents"]
-    remaining = order["amount"] - order["refunded_cents"]
-    return (remaining if order["released_cents"] == 0 else min(remaining, held)), held
+    return order["amount"] - order["refunded_cents"] - order["released_amount"], held
 
 
 def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, Any],
@@ -93,11 +92,14 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
                                "to refund", order_id=order_id,
                                released_cents=order["released_cents"])
     amount = remaining if amount is None else amount
-    if amount == order["amount"] - order["refunded_cents"] and order["released_cents"] == 0:
+    if amount == remaining:
         amount_cny = held  # the last of it: whatever the conversion left, nothing stays behind
     else:
         rate = order["fx_rate"]
-        amount_cny = amount if rate is None else convert(amount, Decimal(rate))
+        converted = amount if rate is None else convert(amount, Decimal(rate))
+        # Leave at least a fen for every cent still refundable, so rounding up partial
+        # refunds can never strand the rest (CNY orders: exactly `amount`).
+        amount_cny = min(converted, held - (remaining - amount))
     if amount > remaining or amount_cny > held or amount_cny <= 0:
         raise RefundNotAllowed(
             f"Refund amount ({amount} cents) exceeds what is left to refund ({remaining} cents)",

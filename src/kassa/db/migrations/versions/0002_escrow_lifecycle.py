@@ -81,6 +81,7 @@ def upgrade() -> None:
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.add_column(sa.Column('purpose', sa.String(length=10), server_default='payment', nullable=False))
         batch_op.add_column(sa.Column('refunded_cny', sa.BigInteger(), server_default='0', nullable=False))
+        batch_op.add_column(sa.Column('released_amount', sa.BigInteger(), server_default='0', nullable=False))
         batch_op.add_column(sa.Column('platform_fee_cny', sa.BigInteger(), server_default='0', nullable=False))
 
     with op.batch_alter_table('tasks', schema=None) as batch_op:
@@ -108,6 +109,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_column('platform_fee_cny')
+        batch_op.drop_column('released_amount')
         batch_op.drop_column('refunded_cny')
         batch_op.drop_column('purpose')
 
