@@ -1,4 +1,4 @@
-"""Balances, read from the ledger's balances in one snapshot (the unit's transaction)."""
+"""Balances, read from the ledger's cached balances (one snapshot per answer)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,10 @@ class WorkerNotFound(NotFound):
 
 def account_balance(conn: Connection, *, principal: Principal, now: datetime
                     ) -> dict[str, Any]:
-    acc, mode = principal.account_id, principal.mode
-    available, t1 = ledger.balance(conn, mode=mode, account=accounts.customer_available(acc))
-    escrow, t2 = ledger.balance(conn, mode=mode, account=accounts.customer_escrow(acc))
-    in_flight, t3 = ledger.balance(conn, mode=mode,
-                                   account=accounts.customer_refunds_in_flight(acc))
-    spent = ledger.lifetime_spent(conn, mode=mode, account_id=acc)
-    moved = [t for t in (t1, t2, t3) if t is not None]
-    return render_account_balance(available=available, escrow=escrow, in_flight=in_flight,
-                                  spent=spent, last_updated=max(moved) if moved else now)
+    b = ledger.merchant_balances(conn, mode=principal.mode, account_id=principal.account_id)
+    return render_account_balance(available=b.available, escrow=b.escrow,
+                                  in_flight=b.refunds_in_flight, spent=b.lifetime_spent,
+                                  last_updated=b.last_moved or now)
 
 
 def worker_balance(conn: Connection, *, principal: Principal, worker_id: str

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pydantic
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -166,6 +166,15 @@ def parse_body(model: type[pydantic.BaseModel], raw: bytes) -> pydantic.BaseMode
         raise validation_error(exc, "body") from exc
 
 
+_WRITE_ATTEMPTS = 3
+_RETRY_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+
+
+def _worth_retrying(exc: DBAPIError) -> bool:
+    return isinstance(exc, IntegrityError) or getattr(
+        exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
+
+
 class Dispatcher:
     """Turns an Operation into a Starlette endpoint."""
 
@@ -230,12 +239,16 @@ class Dispatcher:
                 req_hash=idempotency.request_hash(op.method, request.url.path, raw),
                 work=serialised)
         try:
-            try:
-                status, content = await self.db.write(unit)
-            except IntegrityError:
-                # A concurrent request won a uniqueness race (same task, same key):
-                # run again, and the unit now sees what the winner committed.
-                status, content = await self.db.write(unit)
+            for attempt in range(1, _WRITE_ATTEMPTS + 1):
+                try:
+                    status, content = await self.db.write(unit)
+                    break
+                except DBAPIError as exc:
+                    # A concurrent request won a uniqueness race (same task, same key), or
+                    # PostgreSQL broke a deadlock by rolling this one back: nothing of it
+                    # was written, so run it again; it now sees what the other committed.
+                    if attempt == _WRITE_ATTEMPTS or not _worth_retrying(exc):
+                        raise
         finally:
             if flight is not None:
                 self._in_flight.discard(flight)

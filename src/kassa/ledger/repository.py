@@ -144,15 +144,28 @@ def postings_for_order(conn: Connection, order_id: str) -> list[tuple[str, int]]
     return [(a, int(x)) for a, x in conn.execute(stmt)]
 
 
-def released_total(conn: Connection, *, account_id: str, mode: str, escrow_account: str) -> int:
-    """Everything ever released from the merchant's escrow to workers and fees."""
+def merchant_figures(conn: Connection, *, mode: str, accounts: list[str], escrow_account: str,
+                     account_id: str) -> tuple[dict[str, tuple[int, datetime | None]], int]:
+    """The merchant's cached balances and lifetime released total, in ONE statement, hence
+    one snapshot (PostgreSQL reads run in autocommit: two statements may see a payment
+    land in between and count its money twice)."""
     t, p = ledger_transactions.c, ledger_postings.c
-    stmt = (select(func.coalesce(func.sum(p.amount), 0))
-            .select_from(ledger_transactions.join(
-                ledger_postings, p.transaction_id == t.transaction_id))
-            .where(t.account_id == account_id, t.mode == mode, t.kind == "release",
-                   p.ledger_account == escrow_account))
-    return -int(conn.execute(stmt).scalar_one())
+    balances = select(_b.ledger_account, _b.balance, _b.updated_at).where(
+        _b.mode == mode, _b.ledger_account.in_(accounts), _b.currency == "CNY")
+    released = (select(literal_column("'released'"), func.coalesce(func.sum(p.amount), 0),
+                       func.max(t.created_at))
+                .select_from(ledger_transactions.join(
+                    ledger_postings, p.transaction_id == t.transaction_id))
+                .where(t.account_id == account_id, t.mode == mode, t.kind == "release",
+                       p.ledger_account == escrow_account))
+    figures: dict[str, tuple[int, datetime | None]] = {}
+    spent = 0
+    for account, amount, updated in conn.execute(union_all(balances, released)):
+        if account == "released":
+            spent = -int(amount)
+        else:
+            figures[account] = (int(amount), updated)
+    return figures, spent
 
 
 def order_postings(conn: Connection) -> dict[str, dict[str, int]]:

@@ -33,10 +33,25 @@ def balance(conn: Connection, *, mode: str, account: str) -> tuple[int, datetime
     return repository.balance(conn, mode=mode, account=account)
 
 
-def lifetime_spent(conn: Connection, *, mode: str, account_id: str) -> int:
-    """What the merchant has spent for good: escrow released to workers and as fees."""
-    return repository.released_total(conn, account_id=account_id, mode=mode,
-                                     escrow_account=customer_escrow(account_id))
+@dataclass(frozen=True)
+class MerchantBalances:
+    available: int
+    escrow: int
+    refunds_in_flight: int
+    lifetime_spent: int  # escrow released to workers and as fees, for good
+    last_moved: datetime | None
+
+
+def merchant_balances(conn: Connection, *, mode: str, account_id: str) -> MerchantBalances:
+    """A merchant's balances, all from one snapshot."""
+    names = [customer_available(account_id), customer_escrow(account_id),
+             customer_refunds_in_flight(account_id)]
+    figures, spent = repository.merchant_figures(
+        conn, mode=mode, accounts=names, escrow_account=names[1], account_id=account_id)
+    moved = [t for _, t in figures.values() if t is not None]
+    available, escrow, in_flight = (figures.get(n, (0, None))[0] for n in names)
+    return MerchantBalances(available=available, escrow=escrow, refunds_in_flight=in_flight,
+                            lifetime_spent=spent, last_moved=max(moved) if moved else None)
 
 
 @dataclass

@@ -186,8 +186,17 @@ def _mark_refunded_if_done(conn: Connection, order_id: str, now: datetime) -> No
 
 # --- the channel's answer (jobs, and later channel notifications) ---------------------------
 
+def _lock_order_of(conn: Connection, refund_id: str) -> None:
+    """Lock the refund's order before anything else: every path that moves an order's money
+    takes the order row first and the balance rows after, so none can deadlock another."""
+    found = repository.get_refund(conn, refund_id)
+    if found is not None:
+        orders.get_order_by_id(conn, found["order_id"], for_update=True)
+
+
 def complete_refund(conn: Connection, *, refund_id: str, now: datetime) -> dict[str, Any] | None:
     """The channel paid the money back: out of refunds in flight, to the channel."""
+    _lock_order_of(conn, refund_id)
     refund = repository.settle(conn, refund_id=refund_id, status=RefundStatus.COMPLETED,
                                failure_code=None, now=now)
     if refund is None:
@@ -211,6 +220,7 @@ def fail_refund(conn: Connection, *, refund_id: str, failure_code: str, now: dat
                 ) -> dict[str, Any] | None:
     """The channel refused: the money goes back into escrow and the order can be refunded
     (or released) again."""
+    _lock_order_of(conn, refund_id)
     refund = repository.settle(conn, refund_id=refund_id, status=RefundStatus.FAILED,
                                failure_code=failure_code, now=now)
     if refund is None:
