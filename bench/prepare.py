@@ -3,6 +3,17 @@
     prepare.py tasks  --url URL --count N --out FILE   N undispatched tasks, ids one a line
     prepare.py orders --url URL --count N --out FILE   N tasks with their payment orders
                                                        (dispatch true), order ids one a line
+    prepare.py paid --url URL --count N --amount A --out FILE
+                                                       N tasks with their payment orders of A
+                                                       cents each, waited for until the sandbox
+                                                       has completed every one (paid, the whole
+                                                       amount in escrow), order ids one a line
+    prepare.py history --url URL --count N --out FILE  a history of exactly N transactions for
+                                                       a merchant that has none yet (60 %
+                                                       payments, 10 % deposits, 30 % 1-cent
+                                                       refunds, refunds newest); FILE gets the
+                                                       next_cursor of every page of 20, one a
+                                                       line, as a client walking it sends them
     prepare.py wait-idle [--timeout S]                 wait until the worker has run every job
                                                        due within the next minute (reads the
                                                        database named by KASSA_* settings)
@@ -18,6 +29,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +41,7 @@ from kassa.config import Settings
 from kassa.db.tables import jobs
 
 RETURN_URL = "https://your-app.com/payment/success"
+CALLBACK_URL = os.environ.get("BENCH_CALLBACK_URL", "http://127.0.0.1:9/webhooks/payment")
 
 
 def _headers() -> dict[str, str]:
@@ -39,14 +52,13 @@ def _headers() -> dict[str, str]:
     }
 
 
-def _task_body(i: int, *, dispatch: bool) -> dict[str, Any]:
+def _task_body(i: int, *, dispatch: bool, amount: int = 5000) -> dict[str, Any]:
     body: dict[str, Any] = {
         "title": f"bench task {i}",
-        "amount": 5000,
+        "amount": amount,
         "currency": "CNY",
         "return_url": RETURN_URL,
-        "callback_url": os.environ.get("BENCH_CALLBACK_URL",
-                                       "http://127.0.0.1:9/webhooks/payment"),
+        "callback_url": CALLBACK_URL,
         "dispatch": dispatch,
     }
     if dispatch:
@@ -54,8 +66,22 @@ def _task_body(i: int, *, dispatch: bool) -> dict[str, Any]:
     return body
 
 
-async def _create(url: str, count: int, *, dispatch: bool, concurrency: int) -> list[str]:
-    """POST /api/v1/tasks `count` times with `concurrency` requests in flight."""
+def _deposit_body(i: int) -> dict[str, Any]:
+    return {"amount": 10000, "currency": "CNY", "payment_method": "alipay",
+            "return_url": RETURN_URL, "callback_url": CALLBACK_URL}
+
+
+def _refund_body(order_id: str) -> dict[str, Any]:
+    return {"order_id": order_id, "amount": 1, "reason": "quality_issue",
+            "refund_method": "original"}
+
+
+async def _post_many(url: str, path: str, bodies: Sequence[dict[str, Any]], *,
+                     expected: int, pick: Callable[[dict[str, Any]], str],
+                     concurrency: int) -> list[str]:
+    """POST every body to `path` with `concurrency` requests in flight; `pick` takes the id
+    to keep from each answer (in the order of `bodies`)."""
+    count = len(bodies)
     results: list[str | None] = [None] * count
     next_index = 0
 
@@ -68,22 +94,70 @@ async def _create(url: str, count: int, *, dispatch: bool, concurrency: int) -> 
                 i = next_index
                 next_index += 1
                 for attempt in range(5):
-                    resp = await client.post("/api/v1/tasks",
-                                             json=_task_body(i, dispatch=dispatch))
-                    if resp.status_code == 201:
+                    resp = await client.post(path, json=bodies[i])
+                    if resp.status_code == expected:
                         break
                     if resp.status_code < 500 and resp.status_code != 429:
-                        sys.exit(f"POST /api/v1/tasks: {resp.status_code} {resp.text}")
+                        sys.exit(f"POST {path}: {resp.status_code} {resp.text}")
                     await asyncio.sleep(0.1 * (attempt + 1))
                 else:
-                    sys.exit(f"POST /api/v1/tasks kept failing: {resp.status_code} {resp.text}")
-                data = resp.json()
-                results[i] = data["payment"]["order_id"] if dispatch else data["task"]["task_id"]
+                    sys.exit(f"POST {path} kept failing: {resp.status_code} {resp.text}")
+                results[i] = pick(resp.json())
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, max(count, 1)))))
+    ids = [r for r in results if r is not None]
+    assert len(ids) == count, f"every POST {path} succeeded"
+    return ids
+
+
+async def _create(url: str, count: int, *, dispatch: bool, concurrency: int,
+                  amount: int = 5000) -> list[str]:
+    """POST /api/v1/tasks `count` times: order ids (dispatch) or task ids."""
+    bodies = [_task_body(i, dispatch=dispatch, amount=amount) for i in range(count)]
+    return await _post_many(
+        url, "/api/v1/tasks", bodies, expected=201, concurrency=concurrency,
+        pick=(lambda d: d["payment"]["order_id"]) if dispatch else (lambda d: d["task"]["task_id"]))
+
+
+async def _not_completed(url: str, order_ids: Sequence[str], *, concurrency: int
+                         ) -> list[str]:
+    """The orders still pending; exits if one failed, or a paid one does not hold its whole
+    amount in escrow."""
+    queue = list(order_ids)
+    pending: list[str] = []
+
+    async def worker() -> None:
+        async with httpx.AsyncClient(base_url=url, headers=_headers(), timeout=60.0) as client:
+            while queue:
+                order_id = queue.pop()
+                resp = await client.get("/api/v1/payment/query", params={"order_id": order_id})
+                if resp.status_code != 200:
+                    sys.exit(f"GET /api/v1/payment/query: {resp.status_code} {resp.text}")
+                order = resp.json()
+                if order["status"] == "pending":
+                    pending.append(order_id)
+                elif order["status"] != "completed":
+                    sys.exit(f"order {order_id} is {order['status']}, not completed")
+                elif (order["type"] == "payment"
+                      and order["escrow"]["held_cents"] != order["amount_cny"]):
+                    sys.exit(f"order {order_id} holds {order['escrow']} in escrow, "
+                             f"not its whole amount")
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    ids = [r for r in results if r is not None]
-    assert len(ids) == count, "every task was created"
-    return ids
+    return pending
+
+
+async def _wait_completed(url: str, order_ids: Sequence[str], *, concurrency: int,
+                          timeout: float) -> None:
+    """Poll GET /api/v1/payment/query until the sandbox has completed every order."""
+    waiting = list(order_ids)
+    deadline = time.monotonic() + timeout
+    while waiting:
+        if time.monotonic() > deadline:
+            sys.exit(f"{len(waiting)} orders not completed after {timeout:.0f}s, "
+                     f"e.g. {waiting[0]}")
+        await asyncio.sleep(1.0)
+        waiting = await _not_completed(url, waiting, concurrency=concurrency)
 
 
 def _make(args: argparse.Namespace, *, dispatch: bool) -> None:
@@ -95,6 +169,75 @@ def _make(args: argparse.Namespace, *, dispatch: bool) -> None:
     what = "orders" if dispatch else "undispatched tasks"
     print(f"prepare: {len(ids)} {what} in {elapsed:.1f}s ({len(ids) / elapsed:.0f}/s) "
           f"-> {args.out}", flush=True)
+
+
+def _paid(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+
+    async def make() -> list[str]:
+        ids = await _create(args.url, args.count, dispatch=True, concurrency=args.concurrency,
+                            amount=args.amount)
+        await _wait_completed(args.url, ids, concurrency=args.concurrency,
+                              timeout=args.timeout)
+        return ids
+
+    ids = asyncio.run(make())
+    Path(args.out).write_text("".join(f"{x}\n" for x in ids))
+    print(f"prepare: {len(ids)} paid orders of {args.amount} cents, all in escrow, "
+          f"in {time.perf_counter() - started:.1f}s -> {args.out}", flush=True)
+
+
+async def _walk(url: str, limit: int) -> tuple[int, list[str]]:
+    """Page through the whole history: (rows seen, the next_cursor of every page)."""
+    rows, cursors = 0, []
+    seen: set[str] = set()
+    params: dict[str, Any] = {"limit": limit}
+    async with httpx.AsyncClient(base_url=url, headers=_headers(), timeout=60.0) as client:
+        while True:
+            resp = await client.get("/api/v1/payment/transactions", params=params)
+            if resp.status_code != 200:
+                sys.exit(f"GET /api/v1/payment/transactions: {resp.status_code} {resp.text}")
+            page = resp.json()
+            for row in page["data"]:
+                if row["transaction_id"] in seen:
+                    sys.exit(f"history paging repeated {row['transaction_id']}")
+                seen.add(row["transaction_id"])
+            rows += len(page["data"])
+            if not page["has_more"]:
+                return rows, cursors
+            cursors.append(page["next_cursor"])
+            params["starting_after"] = page["next_cursor"]
+
+
+def _history(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    payments = args.count * 6 // 10
+    deposits = args.count // 10
+    refunds = args.count - payments - deposits
+
+    async def make() -> tuple[int, list[str]]:
+        before, _ = await _walk(args.url, 100)
+        if before:
+            sys.exit(f"the merchant already has {before} transactions: use a new account")
+        orders, deposit_ids = await asyncio.gather(
+            _create(args.url, payments, dispatch=True, concurrency=args.concurrency // 2),
+            _post_many(args.url, "/api/v1/payment/deposit",
+                       [_deposit_body(i) for i in range(deposits)], expected=201,
+                       pick=lambda d: d["order_id"], concurrency=args.concurrency // 2))
+        await _wait_completed(args.url, orders[:refunds] + deposit_ids,
+                              concurrency=args.concurrency, timeout=args.timeout)
+        await _post_many(args.url, "/api/v1/payment/refund",
+                         [_refund_body(o) for o in orders[:refunds]], expected=200,
+                         pick=lambda d: d["refund_id"], concurrency=args.concurrency)
+        return await _walk(args.url, 20)
+
+    rows, cursors = asyncio.run(make())
+    if rows != args.count:
+        sys.exit(f"the history has {rows} transactions, expected {args.count}")
+    Path(args.out).write_text("".join(f"{c}\n" for c in cursors))
+    print(f"prepare: a history of {rows} transactions ({payments} payments, {deposits} "
+          f"deposits, {refunds} refunds) in {time.perf_counter() - started:.1f}s; "
+          f"{len(cursors)} page cursors -> {args.out}", flush=True)
 
 
 def _wait_idle(args: argparse.Namespace) -> None:
@@ -124,17 +267,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("tasks", "orders"):
+    for name in ("tasks", "orders", "paid", "history"):
         p = sub.add_parser(name)
         p.add_argument("--url", required=True)
         p.add_argument("--count", type=int, required=True)
         p.add_argument("--out", required=True)
         p.add_argument("--concurrency", type=int, default=32)
+        if name == "paid":
+            p.add_argument("--amount", type=int, required=True, help="cents per order")
+        if name in ("paid", "history"):
+            p.add_argument("--timeout", type=float, default=120.0,
+                           help="seconds to wait for the sandbox to complete the orders")
     w = sub.add_parser("wait-idle")
     w.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
     if args.command == "wait-idle":
         _wait_idle(args)
+    elif args.command == "paid":
+        _paid(args)
+    elif args.command == "history":
+        _history(args)
     else:
         _make(args, dispatch=args.command == "orders")
 

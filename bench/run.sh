@@ -8,11 +8,20 @@
 #   BENCH_DURATION=10s              wrk -d
 #   BENCH_CONNECTIONS=64            wrk -c
 #   BENCH_THREADS="1 2"             wrk -t values to try, each scenario is run once per value
-#   BENCH_SCENARIOS="query create_payment create_task"
+#   BENCH_SCENARIOS="query create_payment create_task refund transactions transactions_cursor"
 #   BENCH_TASKS=<n>                 unused undispatched tasks to have before each create_payment
 #                                   run (default 5000 x duration in seconds, more than this box
 #                                   can take; the pool is topped up between runs)
 #   BENCH_ORDERS=1000               orders the query scenario cycles over
+#   BENCH_REFUND_ORDERS=1000        paid orders (of the 5,000,000-cent per-transaction maximum,
+#                                   all in escrow) the refund scenario cycles over, 1 cent per
+#                                   request; a new pool is made before a run that could use up
+#                                   one order's escrow at 5,000 refunds/s (more than this box
+#                                   can take)
+#   BENCH_REFUND_METHOD=original    refund_method of the refund scenario: original (processing
+#                                   until the worker confirms it) or balance (completed at once)
+#   BENCH_HISTORY=3000              transactions in the history of the merchant the
+#                                   transactions scenarios read (a second enterprise account)
 #   BENCH_PROFILE="create_payment"  scenarios to profile: py-spy records the server during
 #                                   each of their runs (collapsed stacks in bench/results/,
 #                                   summarised by bench/pyspy_summary.py into the results file)
@@ -50,8 +59,12 @@ KASSA="$ROOT/.venv/bin/kassa"
 DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREAD_VARIANTS=${BENCH_THREADS:-"1 2"}
-SCENARIOS=${BENCH_SCENARIOS:-"query create_payment create_task"}
+SCENARIOS=${BENCH_SCENARIOS:-"query create_payment create_task refund transactions transactions_cursor"}
 ORDERS=${BENCH_ORDERS:-1000}
+REFUND_ORDERS=${BENCH_REFUND_ORDERS:-1000}
+REFUND_METHOD=${BENCH_REFUND_METHOD:-original}
+REFUND_AMOUNT=${KASSA_MAX_AMOUNT_CENTS:-5000000}  # cents per pool order: the most one may be
+HISTORY=${BENCH_HISTORY:-3000}
 PROFILE=${BENCH_PROFILE:-}
 read -r -a PYSPY_ARGS <<< "${BENCH_PYSPY_ARGS:---threads}"
 read -r -a PG_ADMIN <<< "${BENCH_PG_ADMIN:--h 127.0.0.1 -U postgres -d test}"
@@ -145,15 +158,26 @@ SINK_PORT=$(free_port)
 SINK_PID=$!
 export BENCH_CALLBACK_URL="http://127.0.0.1:$SINK_PORT/webhooks/payment"
 
-"$KASSA" accounts create --name Bench --tier enterprise --json > "$WORK/account.json"
-read -r BENCH_API_KEY BENCH_API_SECRET < <("$PY" - "$WORK/account.json" <<'EOF'
+test_key() {  # "api_key api_secret" of the test key in `kassa accounts create --json` output
+  "$PY" - "$1" <<'EOF'
 import json, sys
 keys = json.load(open(sys.argv[1]))["keys"]
 test = next(k for k in keys if k["mode"] == "test")
 print(test["api_key"], test["api_secret"])
 EOF
-)
+}
+"$KASSA" accounts create --name Bench --tier enterprise --json > "$WORK/account.json"
+read -r BENCH_API_KEY BENCH_API_SECRET < <(test_key "$WORK/account.json")
 export BENCH_API_KEY BENCH_API_SECRET
+# The transactions scenarios read a merchant of their own, whose history has the same size
+# whatever ran before them.
+HISTORY_ENV=()
+if [[ " $SCENARIOS " == *" transactions "* || " $SCENARIOS " == *" transactions_cursor "* ]]; then
+  "$KASSA" accounts create --name "Bench history" --tier enterprise --json \
+    > "$WORK/history-account.json"
+  read -r key secret < <(test_key "$WORK/history-account.json")
+  HISTORY_ENV=("BENCH_API_KEY=$key" "BENCH_API_SECRET=$secret")
+fi
 
 SERVE_CMD=("$KASSA" serve)
 if [[ -n "${BENCH_SWITCH_INTERVAL:-}" ]]; then
@@ -184,7 +208,7 @@ SUMMARY="$WORK/summary.txt"
        "(uncommitted changes: $(git -C "$ROOT" status --porcelain -- src 2>/dev/null | wc -l) files in src)"
   echo "# $(nproc) CPUs; $(wrk --version 2>&1 | head -n 1 | cut -c1-40)"
   echo "# kassa serve with its worker in-process; KASSA_RATE_LIMIT=$KASSA_RATE_LIMIT;" \
-       "account tier enterprise (no daily limit); test key (sandbox settles after 5 s)"
+       "account tier enterprise (no daily limit); test key (sandbox settles orders and original-channel refunds after 5 s)"
   if [[ "$DB" == sqlite ]]; then
     echo "# SQLite synchronous=$KASSA_SQLITE_SYNCHRONOUS, WAL, data dir on $(df -h --output=source "$WORK" | tail -n 1)"
   else
@@ -218,6 +242,24 @@ fi
 if [[ " $SCENARIOS " == *" create_payment "* ]]; then
   ensure_tasks
 fi
+# The paid orders the refund scenario cycles over, 1 cent a request; REFUND_USED: the most
+# cents any one of them has lost so far (an upper bound, from refund.lua's report).
+REFUND_USED=0
+ensure_refund_pool() {  # a new pool unless every order can take one more run at 5,000/s
+  local need=$(( (5000 * SECONDS_RUN + REFUND_ORDERS - 1) / REFUND_ORDERS + 2 ))
+  if [[ ! -s "$WORK/refund-orders.txt" ]] || (( REFUND_USED + need > REFUND_AMOUNT )); then
+    "$PY" "$BENCH/prepare.py" paid --url "$URL" --count "$REFUND_ORDERS" \
+      --amount "$REFUND_AMOUNT" --out "$WORK/refund-orders.txt" | tee -a "$OUT"
+    REFUND_USED=0
+  fi
+}
+if [[ " $SCENARIOS " == *" refund "* ]]; then
+  ensure_refund_pool
+fi
+if (( ${#HISTORY_ENV[@]} )); then
+  env "${HISTORY_ENV[@]}" "$PY" "$BENCH/prepare.py" history --url "$URL" --count "$HISTORY" \
+    --out "$WORK/cursors.txt" | tee -a "$OUT"
+fi
 "$PY" "$BENCH/prepare.py" wait-idle | tee -a "$OUT"
 if [[ "$DB" == postgres && "${BENCH_PG_ANALYZE:-0}" == 1 ]]; then
   psql "${PG_ADMIN[@]}" -d "$PG_DB" -qc "ANALYZE" && echo "ANALYZE done" | tee -a "$OUT"
@@ -246,12 +288,13 @@ summarise() {  # scenario threads wrk-output-file cpu-line
     /^ +99%/ { p99 = $2 }
     /^non-20[01] responses:/ { bad = $3 }
     /^WARNING: ids exhausted/ { bad = bad " (ids exhausted!)" }
-    END { printf "| %-14s | %d | %9s | %8s | %8s | %s | %s |\n", s, t, rps, p50, p99, bad, cpu }
+    /^WARNING: escrow exhausted/ { bad = bad " (escrow exhausted!)" }
+    END { printf "| %-19s | %d | %9s | %8s | %8s | %s | %s |\n", s, t, rps, p50, p99, bad, cpu }
   ' "$3" >> "$SUMMARY"
 }
 
 run_wrk() {  # scenario threads
-  local scenario=$1 threads=$2 args=()
+  local scenario=$1 threads=$2 args=() env_args=()
   case "$scenario" in
     query) args=("$WORK/orders.txt") ;;
     create_payment)
@@ -259,6 +302,11 @@ run_wrk() {  # scenario threads
       tail -n +$(( TASK_OFFSET + 1 )) "$WORK/tasks.txt" > "$WORK/chunk.txt"
       args=("$WORK/chunk.txt" "$threads") ;;
     create_task) args=("bt$(date +%s)t$threads") ;;
+    refund)
+      ensure_refund_pool
+      args=("$WORK/refund-orders.txt" "$REFUND_METHOD") ;;
+    transactions) env_args=("${HISTORY_ENV[@]}") ;;
+    transactions_cursor) env_args=("${HISTORY_ENV[@]}"); args=("$WORK/cursors.txt") ;;
   esac
   local raw="$WORK/wrk.$scenario.$threads.txt"
   {
@@ -279,7 +327,7 @@ run_wrk() {  # scenario threads
   mapfile -t pg_pids < <(db_pids)
   server0=$(ticks "$SERVE_PID")
   pg0=$(ticks "${pg_pids[@]}")
-  /usr/bin/time -o "$WORK/wrk.time" -f "%U %S" \
+  env "${env_args[@]}" /usr/bin/time -o "$WORK/wrk.time" -f "%U %S" \
     wrk -t"$threads" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$BENCH/$scenario.lua" \
     "$URL" -- "${args[@]}" | tee "$raw" | tee -a "$OUT"
   local server_s pg_s wrk_s requests cpu
@@ -314,6 +362,11 @@ run_wrk() {  # scenario threads
     used=$(awk '/^task lines used:/ { print $4 }' "$raw")
     TASK_OFFSET=$(( TASK_OFFSET + ${used:?wrk did not report the task lines used} ))
   fi
+  if [[ "$scenario" == refund ]]; then
+    local most
+    most=$(awk '/^most refunds to one order:/ { print $6 }' "$raw")
+    REFUND_USED=$(( REFUND_USED + ${most:?wrk did not report the refunds per order} ))
+  fi
   "$PY" "$BENCH/prepare.py" wait-idle | tee -a "$OUT"
 }
 
@@ -328,9 +381,9 @@ done
   echo "=== summary ($DB) ==="
   pgcols=("" "")
   [[ "$DB" == postgres ]] && pgcols=(" PG backends CPU ms/req |" "---|")
-  echo "| scenario       | t | req/s     | p50      | p99      | unexpected status |" \
+  echo "| scenario            | t | req/s     | p50      | p99      | unexpected status |" \
        "server CPU ms/req | server CPU |${pgcols[0]} wrk CPU |"
-  echo "|----------------|---|-----------|----------|----------|---|---|---|${pgcols[1]}---|"
+  echo "|---------------------|---|-----------|----------|----------|---|---|---|${pgcols[1]}---|"
   cat "$SUMMARY"
 } | tee -a "$OUT"
 kill -0 "$SERVE_PID" 2>/dev/null || { echo "kassa serve died during the benchmark" >&2; exit 1; }
