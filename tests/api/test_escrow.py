@@ -580,3 +580,15 @@ def test_worker_balance_belongs_to_the_merchant(server: KassaServer, merchant: M
                  "worker_not_found")
     assert_error(merchant.test.get("/api/v1/workers/nobody/balance"), 404, "worker_not_found")
     assert_error(merchant.test.get("/api/v1/workers/bad%20id/balance"), 404, "worker_not_found")
+
+
+def test_task_ids_may_not_borrow_kassa_prefixes(server: KassaServer, merchant: Merchant) -> None:
+    """Task events share the event stream with orders and refunds: a task named like an
+    order (ord_…) would collide with that order's events, so such ids are refused."""
+    client = merchant.test
+    _, order_id = dispatch(client)
+    for task_id in (order_id, "ref_1", "txn_1", "evt_1", "acc_1"):
+        r = client.post("/api/v1/tasks", json={"title": "x", "amount": 5000, "currency": "CNY",
+                                               "dispatch": False, "task_id": task_id})
+        assert_error(r, 400, "validation_error")
+    assert new_task(client, task_id="orders_1") == "orders_1"

@@ -5,6 +5,7 @@ that refuses a refund (the money goes back into escrow)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -276,8 +277,18 @@ def test_failed_channel_refund_goes_back_to_escrow(server: KassaServer,
         ("refund.created", 1), ("refund.completed", 2)]
 
 
+def _refunds_of(client: Any, order_id: str) -> list[dict[str, Any]]:
+    """The order's refunds as the transaction history lists them, oldest first."""
+    r = client.get("/api/v1/payment/transactions", params={"type": "refund", "limit": 100})
+    assert r.status_code == 200, r.text
+    return [t for t in reversed(r.json()["data"]) if t["order_id"] == order_id]
+
+
 def test_failed_automatic_refund_of_a_cancelled_task(server: KassaServer,
                                                      merchant: Merchant) -> None:
+    """The channel refuses the refund of a cancelled task: the money comes back from the
+    channel, and since a cancelled task can never release it, it goes to the merchant's
+    available balance at once, as a second refund (never stuck in escrow)."""
     client = merchant.test
     task_id, order_id = paid_task(server, client)
     r = client.post(f"/api/v1/tasks/{task_id}/cancel", json={"test_outcome": "failed"})
@@ -287,24 +298,28 @@ def test_failed_automatic_refund_of_a_cancelled_task(server: KassaServer,
                                                                 5000)
     wait_refund(client, auto["refund_id"], "failed")
     order = query(client, order_id)
-    assert (order["status"], order["refunded_cents"]) == ("completed", 0)
-    assert order["escrow"] == escrow(held=5000)
-    assert balance(client)["escrow_cents"] == 5000
+    assert (order["status"], order["refunded_cents"]) == ("refunded", 5000)
+    assert order["escrow"] == escrow(refunded=5000)
+    after = balance(client)
+    assert (after["escrow_cents"], after["balance_cents"]) == (0, 5000)
     assert [e["type"] for e in events_for(server, merchant.account_id, auto["refund_id"])] == [
         "refund.created", "refund.failed"]
-    # The task stays cancelled; the money is refunded by hand.
+    rows = _refunds_of(client, order_id)
+    assert (rows[0]["refund_id"], rows[0]["status"]) == (auto["refund_id"], "failed")
+    assert [(t["amount"], t["status"]) for t in rows[1:]] == [(5000, "completed")]
+    second = rows[1]["refund_id"]
+    assert [e["type"] for e in events_for(server, merchant.account_id, second)] == [
+        "refund.created", "refund.completed"]
     assert_error(approve(client, task_id, "w1"), 409, "invalid_task_state")
-    manual = refunded(client, order_id, refund_method="balance")
-    assert (manual["status"], manual["amount"]) == ("completed", 5000)
-    assert query(client, order_id)["status"] == "refunded"
-    assert balance(client)["balance_cents"] == 5000
+    assert_error(refund(client, order_id), 400, "already_refunded")
 
 
-def test_refund_failing_after_approval_returns_to_escrow(server: KassaServer,
-                                                         merchant: Merchant) -> None:
+def test_refund_failing_after_approval_goes_to_the_balance(server: KassaServer,
+                                                          merchant: Merchant) -> None:
     """A partial refund still in flight when the task is approved: the release takes only
-    what is in escrow; if the channel then refuses the refund, that money is back in escrow
-    (SPEC §6) and can be refunded again, never released twice."""
+    what is in escrow; if the channel then refuses the refund, the money comes back (SPEC
+    §6) and, the task being approved, goes to the available balance: never released twice,
+    never stuck."""
     client = merchant.test
     task_id, order_id = paid_task(server, client)
     part = refunded(client, order_id, amount=1000, test_outcome="failed")
@@ -313,26 +328,20 @@ def test_refund_failing_after_approval_returns_to_escrow(server: KassaServer,
     assert r.json()["release"]["total_cents"] == 4000
     wait_refund(client, part["refund_id"], "failed")
     order = query(client, order_id)
-    assert order["escrow"] == escrow(held=1000, released=4000, payout=3200, fee=800)
-    assert balance(client)["escrow_cents"] == 1000
-    error = assert_error(refund(client, order_id, amount=1001), 400, "refund_not_allowed")
-    assert error["refundable_amount"] == 1000
-    again = refunded(client, order_id, refund_method="balance")
-    assert (again["amount"], again["status"]) == (1000, "completed")
-    order = query(client, order_id)
     assert order["escrow"] == escrow(released=4000, refunded=1000, payout=3200, fee=800)
     assert order["status"] == "completed"  # 4000 of it went to the worker
     after = balance(client)
     assert (after["escrow_cents"], after["balance_cents"], after["lifetime_spent_cents"]) == (
         0, 1000, 4000)
+    rows = _refunds_of(client, order_id)
+    assert [(t["amount"], t["status"]) for t in rows] == [(1000, "failed"), (1000, "completed")]
     assert_error(refund(client, order_id), 400, "refund_not_allowed")
 
 
-def test_usd_refund_failing_after_approval_is_refundable_in_usd(server: KassaServer,
-                                                                merchant: Merchant) -> None:
-    """The same with a USD order (1000 USD cents at 7.1 = 7100 CNY cents): what returns to
-    escrow is 100 USD cents (710 CNY cents), and a refund of "everything left" must refund
-    exactly that. Fails today: refundable() compares USD cents left with CNY cents held."""
+def test_usd_refund_failing_after_approval_is_refunded_in_usd(server: KassaServer,
+                                                             merchant: Merchant) -> None:
+    """The same with a USD order (1000 USD cents at 7.1 = 7100 CNY cents): what comes back
+    is 100 USD cents (710 CNY cents), refunded to the balance exactly."""
     client = merchant.test
     task_id, order_id = paid_task(server, client, amount=1000, currency="USD")
     part = refunded(client, order_id, amount=100, test_outcome="failed")
@@ -341,14 +350,34 @@ def test_usd_refund_failing_after_approval_is_refundable_in_usd(server: KassaSer
     assert r.status_code == 200, r.text
     assert r.json()["release"]["total_cents"] == 6390
     wait_refund(client, part["refund_id"], "failed")
-    assert query(client, order_id)["escrow"]["held_cents"] == 710
-
-    error = assert_error(refund(client, order_id, amount=101), 400, "refund_not_allowed")
-    assert error["refundable_amount"] == 100  # in the order's currency (USD cents)
-    body = refunded(client, order_id, refund_method="balance")  # no amount: all that is left
-    assert (body["amount"], body["currency"], body["amount_cny"]) == (100, "USD", 710)
-    assert query(client, order_id)["escrow"]["held_cents"] == 0
+    order = query(client, order_id)
+    assert order["escrow"]["held_cents"] == 0
+    assert order["refunded_cents"] == 100  # USD cents
     assert balance(client)["balance_cents"] == 710
+    rows = _refunds_of(client, order_id)
+    assert [(t["amount"], t["currency"], t["status"]) for t in rows] == [
+        (100, "USD", "failed"), (100, "USD", "completed")]
+    assert_error(refund(client, order_id, amount=1), 400, "refund_not_allowed")
+
+
+def test_usd_partial_refunds_spread_the_rounding(server: KassaServer,
+                                                 merchant: Merchant) -> None:
+    """Partial refunds of a USD order are converted cumulatively: 141 USD cents = 1001 CNY
+    cents; 1-cent refunds credit 7 or 8 fen so that after n of them round(n * 7.1) fen are
+    refunded, and the last takes exactly what is left."""
+    client = merchant.test
+    _, order_id = paid_task(server, client, amount=141, currency="USD")
+    credited = []
+    for _ in range(20):
+        credited.append(refunded(client, order_id, amount=1, refund_method="balance")[
+            "amount_cny"])
+    assert [sum(credited[:n]) for n in range(1, 21)] == [
+        int((Decimal(n) * Decimal("7.1")).quantize(Decimal(1), ROUND_HALF_UP))
+        for n in range(1, 21)]
+    last = refunded(client, order_id, refund_method="balance")
+    assert last["amount"] == 121
+    assert sum(credited) + last["amount_cny"] == 1001
+    assert query(client, order_id)["status"] == "refunded"
 
 
 def test_refund_of_an_order_paid_from_balance_is_instant(server: KassaServer,
@@ -385,3 +414,17 @@ def test_refund_events_per_refund(server: KassaServer, merchant: Merchant,
             ("refund.created", 1, "test"), ("refund.completed", 2, "test")]
         assert all(e["payload"]["data"]["amount"] == r["amount"] for e in rows)
         assert rows[1]["payload"]["data"]["completed_at"] is not None
+
+
+def test_nul_characters_are_refused_not_stored(server: KassaServer, merchant: Merchant) -> None:
+    """PostgreSQL text refuses NUL: the API says so in its own format (never a 500)."""
+    client = merchant.test
+    _, order_id = paid_task(server, client)
+    for body in ({"order_id": order_id, "reason": "other", "reason_detail": "a\u0000b"},
+                 {"order_id": "ord_\u0000x", "reason": "task_cancelled"}):
+        assert_error(client.post("/api/v1/payment/refund", json=body), 400, "validation_error")
+    r = client.get("/api/v1/payment/transactions", params={"starting_after": "txn_\x00"})
+    assert_error(r, 400, "validation_error")
+    assert_error(client.get("/api/v1/payment/query", params={"order_id": "ord_\x00"}), 400,
+                 "validation_error")
+    assert query(client, order_id)["refunded_cents"] == 0

@@ -36,7 +36,7 @@ def worker_balance(call: Call):  # type: ignore[no-untyped-def]
     worker_id: str = call.request.path_params["worker_id"]
 
     def unit(conn: Connection) -> UnitResult:
-        if not _WORKER_ID.match(worker_id):
+        if not _WORKER_ID.fullmatch(worker_id):
             raise service.WorkerNotFound(f"No payouts to worker {worker_id[:64]}",
                                          worker_id=worker_id[:64])
         return 200, service.worker_balance(conn, principal=call.principal,

@@ -34,8 +34,6 @@ LIVE_ORDER_STATUSES = frozenset(
 LIMIT_COUNTED_STATUSES = LIVE_ORDER_STATUSES
 
 
-
-
 class RefundStatus(StrEnum):
     PROCESSING = "processing"  # sent to the channel, waiting for its confirmation
     COMPLETED = "completed"

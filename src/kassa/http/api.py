@@ -149,6 +149,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def parse_body(model: type[pydantic.BaseModel], raw: bytes) -> pydantic.BaseModel:
     if not raw.strip():
         if any(f.is_required() for f in model.model_fields.values()):
@@ -160,6 +170,8 @@ def parse_body(model: type[pydantic.BaseModel], raw: bytes) -> pydantic.BaseMode
         raise ValidationError("Request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise ValidationError("Request body must be a JSON object")
+    if b"\\u0000" in raw and _has_nul(data):  # no text column takes NUL (PostgreSQL refuses)
+        raise ValidationError("Strings may not contain NUL characters (\\u0000)")
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -205,8 +217,11 @@ class Dispatcher:
         await self.limiter.hit(f"{principal.account_id}:{principal.mode}")
         call = Call(request=request, principal=principal, ctx=self.ctx)
         if op.query_model is not None:
+            query = dict(request.query_params)
+            if _has_nul(query):
+                raise ValidationError("Query parameters may not contain NUL characters")
             try:
-                call.query = op.query_model.model_validate(dict(request.query_params))
+                call.query = op.query_model.model_validate(query)
             except pydantic.ValidationError as exc:
                 raise validation_error(exc, "query") from exc
         if not op.write:

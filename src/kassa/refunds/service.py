@@ -22,7 +22,7 @@ from kassa.core import ids
 from kassa.core import ledger as accounts
 from kassa.core.clock import add_business_days, iso
 from kassa.core.money import convert
-from kassa.core.states import OrderStatus, RefundStatus
+from kassa.core.states import OrderStatus, RefundStatus, TaskStatus
 from kassa.errors import (
     AlreadyRefunded,
     OrderNotFound,
@@ -37,6 +37,7 @@ from kassa.payments import repository as orders
 from kassa.payments.schemas import BALANCE, PURPOSE_PAYMENT
 from kassa.refunds import repository
 from kassa.refunds.schemas import DESCRIPTIONS, RefundRequest, render_refund
+from kassa.tasks import repository as tasks
 from kassa.worker import queue
 
 JOB_SETTLE_SANDBOX_REFUND = "refund.settle_sandbox"
@@ -95,10 +96,14 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
     if amount == remaining:
         amount_cny = held  # the last of it: whatever the conversion left, nothing stays behind
     else:
+        # Converted cumulatively (what is refunded or released so far, plus this), so the
+        # rounding is spread over the refunds rather than piled on the last; and leaving at
+        # least a fen for every cent still refundable. CNY orders: exactly `amount`.
         rate = order["fx_rate"]
-        converted = amount if rate is None else convert(amount, Decimal(rate))
-        # Leave at least a fen for every cent still refundable, so rounding up partial
-        # refunds can never strand the rest (CNY orders: exactly `amount`).
+        used = order["refunded_cents"] + order["released_amount"]
+        used_cny = order["refunded_cny"] + order["released_cents"]
+        converted = amount if rate is None else (
+            convert(used + amount, Decimal(rate)) - used_cny)
         amount_cny = min(converted, held - (remaining - amount))
     if amount > remaining or amount_cny > held or amount_cny <= 0:
         raise RefundNotAllowed(
@@ -216,10 +221,12 @@ def complete_refund(conn: Connection, *, refund_id: str, now: datetime) -> dict[
     return refund
 
 
-def fail_refund(conn: Connection, *, refund_id: str, failure_code: str, now: datetime
-                ) -> dict[str, Any] | None:
+def fail_refund(conn: Connection, ctx: ServiceContext, *, refund_id: str, failure_code: str,
+                now: datetime) -> dict[str, Any] | None:
     """The channel refused: the money goes back into escrow and the order can be refunded
-    (or released) again."""
+    (or released) again. If its task is already closed (approved, failed or cancelled),
+    nothing would ever release that money: it is refunded to the available balance at
+    once, as a new refund."""
     _lock_order_of(conn, refund_id)
     refund = repository.settle(conn, refund_id=refund_id, status=RefundStatus.FAILED,
                                failure_code=failure_code, now=now)
@@ -243,6 +250,16 @@ def fail_refund(conn: Connection, *, refund_id: str, failure_code: str, now: dat
     history.update_status(conn, transaction_id=ids.derived_transaction_id(refund_id),
                           status=RefundStatus.FAILED, now=now)
     _announce(conn, refund, "refund.failed", refund["event_seq"], now)
+    task_id = order["task_id"]
+    task = None if task_id is None else tasks.get_task(
+        conn, account_id=account_id, mode=refund["mode"], task_id=task_id)
+    if task is not None and task["status"] != TaskStatus.OPEN:
+        reopened = orders.get_order_by_id(conn, order["order_id"], for_update=True)
+        assert reopened is not None
+        refund_order(conn, ctx, order=reopened, amount=refund["amount"], reason=refund["reason"],
+                     reason_detail=f"{refund['refund_id']} was refused by the channel; the "
+                                   f"task is {task['status']}, so it goes to your balance",
+                     refund_method="balance", test_outcome=None)
     return refund
 
 
@@ -254,6 +271,7 @@ def settle_sandbox_refund(conn: Connection, ctx: ServiceContext, *, refund_id: s
     if refund["status"] != RefundStatus.PROCESSING:
         return f"skipped:{refund['status']}"
     if refund["sandbox_outcome"] == "failed":
-        done = fail_refund(conn, refund_id=refund_id, failure_code="refund_declined", now=now)
+        done = fail_refund(conn, ctx, refund_id=refund_id, failure_code="refund_declined",
+                           now=now)
         return "failed" if done else "lost_race"
     return "completed" if complete_refund(conn, refund_id=refund_id, now=now) else "lost_race"

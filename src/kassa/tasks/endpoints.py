@@ -73,7 +73,7 @@ _TASK_ID = re.compile(TASK_ID_PATTERN)
 
 def _task_id(call: Call) -> str:
     task_id: str = call.request.path_params["task_id"]
-    if not _TASK_ID.match(task_id):
+    if not _TASK_ID.fullmatch(task_id):
         raise TaskNotFound(f"Task {task_id[:64]} doesn't exist", task_id=task_id[:64])
     return task_id
 

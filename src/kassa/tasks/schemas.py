@@ -19,6 +19,9 @@ from kassa.payments.schemas import (
 from kassa.refunds.schemas import Refund
 
 TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+# Kassa's own ids (ord_…, ref_…) name objects in the same event stream: a task may not
+# borrow their prefixes.
+RESERVED_ID_PREFIXES = ("ord_", "ref_", "txn_", "evt_", "acc_")
 WORKER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -41,6 +44,13 @@ class CreateTaskRequest(StrictModel):
                                         description="Sandbox only: one of the seed's test cards")
 
     _metadata = field_validator("metadata")(check_metadata)
+
+    @field_validator("task_id")
+    @classmethod
+    def _not_a_kassa_id(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith(RESERVED_ID_PREFIXES):
+            raise ValueError(f"task_id may not start with {', '.join(RESERVED_ID_PREFIXES)}")
+        return value
 
 
 class ApproveRequest(StrictModel):
