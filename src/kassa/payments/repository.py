@@ -72,11 +72,20 @@ def get_order_by_id(conn: Connection, order_id: str, *, for_update: bool = False
     return (_get_for_update if for_update else _get).first(conn, {"order_id": order_id})
 
 
+_updates: dict[tuple[str, ...], Prepared] = {}
+
+
 def update_order(conn: Connection, order_id: str, values: dict[str, Any]) -> dict[str, Any]:
     """Write new values to an order the caller holds locked; returns the whole row."""
-    row = conn.execute(update(orders).where(orders.c.order_id == order_id).values(**values)
-                       .returning(*orders.c)).mappings().one()
-    return dict(row)
+    keys = tuple(sorted(values))
+    stmt = _updates.get(keys)
+    if stmt is None:
+        stmt = _updates[keys] = Prepared(
+            update(orders).where(orders.c.order_id == bindparam("k_order"))
+            .values(**{k: bindparam(f"v_{k}") for k in keys}).returning(*orders.c))
+    row = stmt.first(conn, {"k_order": order_id, **{f"v_{k}": v for k, v in values.items()}})
+    assert row is not None, f"order {order_id} is locked by the caller, so it exists"
+    return row
 
 
 def live_order_status(conn: Connection, order_id: str) -> str | None:

@@ -115,7 +115,7 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
     refunded = order["refunded_cents"] + amount
     account_id = order["account_id"]
     instant = refund_method == "balance" or order["payment_method"] == BALANCE
-    orders.update_order(conn, order_id, {
+    updated = orders.update_order(conn, order_id, {
         "refunded_cents": refunded,
         "refunded_cny": order["refunded_cny"] + amount_cny,
         "updated_at": now,
@@ -165,7 +165,7 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
     _announce(conn, refund, "refund.created", 1, now)
     if instant:
         _announce(conn, refund, "refund.completed", 2, now)
-        _mark_refunded_if_done(conn, order_id, now)
+        _mark_refunded_if_done(conn, updated, now)
     elif settle_after is not None:
         queue.enqueue(conn, kind=JOB_SETTLE_SANDBOX_REFUND, ref=refund_id,
                       run_at=now + timedelta(seconds=settle_after), now=now)
@@ -179,11 +179,11 @@ def _announce(conn: Connection, refund: Mapping[str, Any], event_type: str, sequ
                   data=render_refund(refund), now=now)
 
 
-def _mark_refunded_if_done(conn: Connection, order_id: str, now: datetime) -> None:
+def _mark_refunded_if_done(conn: Connection, order: Mapping[str, Any], now: datetime) -> None:
     """completed -> refunded once the whole amount is refunded and every refund confirmed
-    (so a refunded order never goes back: a confirmed refund cannot fail)."""
-    order = orders.get_order_by_id(conn, order_id, for_update=True)
-    assert order is not None
+    (so a refunded order never goes back: a confirmed refund cannot fail). `order` is the
+    row as locked by the caller."""
+    order_id = order["order_id"]
     if (order["status"] == OrderStatus.COMPLETED and order["refunded_cents"] >= order["amount"]
             and repository.processing_count(conn, order_id) == 0):
         orders.update_order(conn, order_id, {"status": OrderStatus.REFUNDED, "updated_at": now})
@@ -191,17 +191,17 @@ def _mark_refunded_if_done(conn: Connection, order_id: str, now: datetime) -> No
 
 # --- the channel's answer (jobs, and later channel notifications) ---------------------------
 
-def _lock_order_of(conn: Connection, refund_id: str) -> None:
+def _lock_order_of(conn: Connection, refund_id: str) -> dict[str, Any] | None:
     """Lock the refund's order before anything else: every path that moves an order's money
     takes the order row first and the balance rows after, so none can deadlock another."""
     found = repository.get_refund(conn, refund_id)
-    if found is not None:
-        orders.get_order_by_id(conn, found["order_id"], for_update=True)
+    return None if found is None else orders.get_order_by_id(conn, found["order_id"],
+                                                             for_update=True)
 
 
 def complete_refund(conn: Connection, *, refund_id: str, now: datetime) -> dict[str, Any] | None:
     """The channel paid the money back: out of refunds in flight, to the channel."""
-    _lock_order_of(conn, refund_id)
+    order = _lock_order_of(conn, refund_id)
     refund = repository.settle(conn, refund_id=refund_id, status=RefundStatus.COMPLETED,
                                failure_code=None, now=now)
     if refund is None:
@@ -217,7 +217,8 @@ def complete_refund(conn: Connection, *, refund_id: str, now: datetime) -> dict[
     history.update_status(conn, transaction_id=ids.derived_transaction_id(refund_id),
                           status=RefundStatus.COMPLETED, now=now)
     _announce(conn, refund, "refund.completed", refund["event_seq"], now)
-    _mark_refunded_if_done(conn, refund["order_id"], now)
+    assert order is not None
+    _mark_refunded_if_done(conn, order, now)
     return refund
 
 
@@ -227,12 +228,11 @@ def fail_refund(conn: Connection, ctx: ServiceContext, *, refund_id: str, failur
     (or released) again. If its task is already closed (approved, failed or cancelled),
     nothing would ever release that money: it is refunded to the available balance at
     once, as a new refund."""
-    _lock_order_of(conn, refund_id)
+    order = _lock_order_of(conn, refund_id)
     refund = repository.settle(conn, refund_id=refund_id, status=RefundStatus.FAILED,
                                failure_code=failure_code, now=now)
     if refund is None:
         return None
-    order = orders.get_order_by_id(conn, refund["order_id"], for_update=True)
     assert order is not None
     orders.update_order(conn, order["order_id"], {  # still completed: this was in flight
         "refunded_cents": order["refunded_cents"] - refund["amount"],
