@@ -13,33 +13,17 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import orjson
 from sqlalchemy import Connection, Table, select
 
 from kassa.db.tables import daily_volume, orders, tasks
 from tests.support.factories import RETURN_URL, new_task, pay_body
 from tests.support.harness import KassaServer, Merchant
+from tests.support.replies import Reply, statuses
 
 CLIENTS = 50
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    content: bytes
-
-    @property
-    def body(self) -> Any:
-        return orjson.loads(self.content)
-
-    @property
-    def code(self) -> str | None:
-        body = self.body
-        return body["error"]["code"] if "error" in body else None
 
 
 # Loopback is plain HTTP, but every httpx.Client loads the CA bundle (~90 ms of CPU)
@@ -67,10 +51,6 @@ def all_at_once(server: KassaServer, merchant: Merchant, n: int,
 
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(one, range(n)))
-
-
-def statuses(replies: list[Reply]) -> Counter[tuple[int, str | None]]:
-    return Counter((r.status, r.code) for r in replies)
 
 
 def new_task_id() -> str:

@@ -19,13 +19,11 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from sqlalchemy import Connection, func, select
 
@@ -36,35 +34,15 @@ from kassa.db.tables import transaction_history as history
 from kassa.ledger.service import check_invariants
 from kassa.payments.service import JOB_EXPIRE
 from kassa.refunds.service import JOB_SETTLE_SANDBOX_REFUND
-from tests.conftest import require_postgres
 from tests.support.factories import RETURN_URL
-from tests.support.harness import KassaServer, Merchant, fresh_postgres_database, make_settings
+from tests.support.harness import KassaServer, Merchant, make_settings
 from tests.support.processes import Reader, wait_until, worker_processes
+from tests.support.replies import Reply, statuses
 
 # Loopback is plain HTTP, but every httpx client loads the CA bundle unless handed one.
 _SSL = ssl.create_default_context()
 
 FEE_BPS = 2000  # the default platform fee: 20%
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    content: bytes
-
-    @property
-    def body(self) -> Any:
-        return orjson.loads(self.content)
-
-    @property
-    def code(self) -> str | None:
-        body = self.body
-        return body["error"]["code"] if isinstance(body, dict) and "error" in body else None
-
-    @property
-    def error(self) -> dict[str, Any]:
-        error: dict[str, Any] = self.body["error"]
-        return error
 
 
 Call = tuple[str, str, dict[str, Any] | None]  # (method, path, JSON body)
@@ -112,10 +90,6 @@ def storm(server: KassaServer, merchant: Merchant, calls: list[Call], *,
     sent = [r for r in replies if r is not None]
     assert len(sent) == len(calls)
     return sent
-
-
-def statuses(replies: list[Reply]) -> Counter[tuple[int, str | None]]:
-    return Counter((r.status, r.code) for r in replies)
 
 
 def fee_of(amount: int) -> int:
@@ -688,16 +662,6 @@ def test_paging_sees_every_earlier_transaction_once_while_new_ones_arrive(
 
 
 # --- 6. sandbox refunds confirmed by separate worker processes -------------------------------
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'kassa.sqlite3'}"
-        return
-    require_postgres()
-    with fresh_postgres_database() as url:
-        yield url
-
 
 @pytest.fixture
 def worker_settings(database_url: str, tmp_path: Path) -> Settings:

@@ -29,8 +29,7 @@ from kassa.ledger.service import check_invariants
 from kassa.payments.service import JOB_EXPIRE, JOB_SETTLE_SANDBOX
 from kassa.worker import queue
 from kassa.worker.runner import Worker, backoff_seconds
-from tests.conftest import require_postgres
-from tests.support.harness import KassaServer, Merchant, fresh_postgres_database, make_settings
+from tests.support.harness import KassaServer, Merchant, make_settings
 from tests.support.processes import Reader, WorkerProcess, wait_until, worker_processes
 
 pytestmark = pytest.mark.slow
@@ -38,16 +37,6 @@ pytestmark = pytest.mark.slow
 ORDERS = 300
 BATCH = 5  # small batches: both workers get a share, and a worker always holds few leases
 LEASE = 2.0
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'kassa.sqlite3'}"
-        return
-    require_postgres()
-    with fresh_postgres_database() as url:
-        yield url
 
 
 @pytest.fixture

@@ -55,7 +55,6 @@ from kassa.accounts import service as accounts
 from kassa.accounts.schemas import Principal
 from kassa.balances.service import WorkerNotFound, account_balance, worker_balance
 from kassa.context import ServiceContext, build_context
-from kassa.core.clock import Clock
 from kassa.core.states import TaskStatus
 from kassa.db import tables
 from kassa.db.database import Database, open_database
@@ -78,6 +77,7 @@ from kassa.refunds.schemas import RefundRequest, TaskCloseRequest
 from kassa.tasks import service as tasks
 from kassa.tasks.schemas import CreateTaskRequest
 from tests.conftest import require_postgres
+from tests.support.clock import ManualClock
 from tests.support.harness import fresh_postgres_database, make_settings
 
 # SPEC §2, written out here rather than read from Settings.
@@ -103,17 +103,6 @@ REASONS = ["task_cancelled", "quality_issue", "task_failed", "duplicate_payment"
 PROPERTY_SETTINGS = settings(max_examples=30, stateful_step_count=50, deadline=None,
                              derandomize=False, print_blob=True,
                              suppress_health_check=[HealthCheck.too_slow])
-
-
-class ManualClock(Clock):
-    """Moves only when told, so a replayed example sees the same times."""
-
-    def __init__(self, start: datetime) -> None:
-        super().__init__()
-        self.start = start
-
-    def now(self) -> datetime:
-        return self.start + self.offset
 
 
 def to_cny(amount: int, currency: str) -> int:

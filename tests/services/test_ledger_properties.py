@@ -41,7 +41,6 @@ from sqlalchemy import Connection, func, select
 from kassa.accounts import service as accounts
 from kassa.accounts.schemas import Principal
 from kassa.context import ServiceContext, build_context
-from kassa.core.clock import Clock
 from kassa.db import tables
 from kassa.db.database import Database, open_database
 from kassa.db.migrate import upgrade
@@ -52,6 +51,7 @@ from kassa.payments.schemas import CreatePaymentRequest, Currency, PaymentMethod
 from kassa.tasks import service as tasks
 from kassa.tasks.schemas import CreateTaskRequest
 from tests.conftest import require_postgres
+from tests.support.clock import ManualClock
 from tests.support.harness import fresh_postgres_database, make_settings
 
 # SPEC §2, written out independently of Settings.
@@ -73,17 +73,6 @@ methods = st.sampled_from(METHODS)
 cards = st.sampled_from(list(CARDS))
 PROPERTY_SETTINGS = settings(max_examples=25, stateful_step_count=20, deadline=None,
                              suppress_health_check=[HealthCheck.too_slow])
-
-
-class ManualClock(Clock):
-    """Moves only when told, so a replayed example sees the same times and limit days."""
-
-    def __init__(self, start: datetime) -> None:
-        super().__init__()
-        self.start = start
-
-    def now(self) -> datetime:
-        return self.start + self.offset
 
 
 def shanghai_day(moment: datetime) -> str:
