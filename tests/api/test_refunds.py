@@ -428,3 +428,14 @@ def test_nul_characters_are_refused_not_stored(server: KassaServer, merchant: Me
     assert_error(client.get("/api/v1/payment/query", params={"order_id": "ord_\x00"}), 400,
                  "validation_error")
     assert query(client, order_id)["refunded_cents"] == 0
+
+
+def test_test_outcome_is_refused_where_no_channel_answers(server: KassaServer,
+                                                         merchant: Merchant) -> None:
+    """A refund to the balance completes at once: there is no channel to refuse it, so a
+    test_outcome would be silently meaningless; it is a validation error instead."""
+    client = merchant.test
+    _, order_id = paid_task(server, client)
+    r = refund(client, order_id, refund_method="balance", test_outcome="failed")
+    assert_error(r, 400, "validation_error")
+    assert query(client, order_id)["refunded_cents"] == 0

@@ -68,6 +68,7 @@ from kassa.errors import (
     OrderNotFound,
     PaymentMethodUnavailable,
     RefundNotAllowed,
+    ValidationError,
 )
 from kassa.ledger.service import check_invariants
 from kassa.payments import service as payments
@@ -439,6 +440,9 @@ class EscrowMachine(RuleBasedStateMachine):
         if isinstance(plan, Expected):
             self.refused(unit, plan)
             return
+        if plan.instant and test_outcome is not None:  # no channel to answer it
+            self.refused(unit, Expected(ValidationError))
+            return
         self.record_refund(order, plan, self.run(unit), reason=reason,
                            test_outcome=test_outcome)
 
@@ -698,6 +702,9 @@ class EscrowMachine(RuleBasedStateMachine):
         if order is not None and order.held > 0:
             plan = self.plan_refund(order, None, refund_method)
             assert isinstance(plan, RefundPlan)
+            if plan.instant and test_outcome is not None:  # no channel to answer it
+                self.refused(unit, Expected(ValidationError))
+                return
         result = self.run(unit)
         reason = "task_failed" if how == "failed" else "task_cancelled"
         if order is not None and order.status == "pending":

@@ -115,6 +115,11 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
     refunded = order["refunded_cents"] + amount
     account_id = order["account_id"]
     instant = refund_method == "balance" or order["payment_method"] == BALANCE
+    if instant and test_outcome is not None:
+        raise ValidationError(
+            "test_outcome applies only to refunds through a payment channel; this one goes "
+            "to the balance at once", details=[{"field": "test_outcome",
+                                                "message": "not a channel refund"}])
     updated = orders.update_order(conn, order_id, {
         "refunded_cents": refunded,
         "refunded_cny": order["refunded_cny"] + amount_cny,
