@@ -42,23 +42,18 @@ import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 from sqlalchemy import Connection, func, select
 
 from kassa.accounts import service as accounts
 from kassa.accounts.schemas import Principal
 from kassa.balances.service import WorkerNotFound, account_balance, worker_balance
-from kassa.context import ServiceContext, build_context
 from kassa.core.states import TaskStatus
 from kassa.db import tables
-from kassa.db.database import Database, open_database
-from kassa.db.migrate import upgrade
 from kassa.errors import (
     AlreadyRefunded,
     InsufficientFunds,
@@ -78,8 +73,8 @@ from kassa.refunds.schemas import RefundRequest, TaskCloseRequest
 from kassa.tasks import service as tasks
 from kassa.tasks.schemas import CreateTaskRequest
 from tests.conftest import require_postgres
-from tests.support.clock import ManualClock
-from tests.support.harness import fresh_postgres_database, make_settings
+from tests.support.harness import fresh_postgres_database
+from tests.support.machines import ServiceMachine, run_machine
 
 # SPEC §2, written out here rather than read from Settings.
 FEE_BPS = 2000
@@ -224,15 +219,11 @@ class RefundPlan:
     instant: bool
 
 
-class EscrowMachine(RuleBasedStateMachine):
-    db: Database
-    ctx: ServiceContext
+class EscrowMachine(ServiceMachine):
+    start = START
 
     def __init__(self) -> None:
         super().__init__()
-        # Every example starts from an empty database: the model accounts for every row.
-        self.db.write_sync(wipe)
-        self.ctx.clock = ManualClock(START)
         self.merchants: list[MMerchant] = []
         self.tasks: dict[str, MTask] = {}
         self.orders: dict[str, MOrder] = {}
@@ -242,9 +233,6 @@ class EscrowMachine(RuleBasedStateMachine):
         self.external: dict[str, int] = {}
 
     # --- helpers ----------------------------------------------------------------------
-
-    def now(self) -> datetime:
-        return self.ctx.clock.now()
 
     def run(self, fn: Any) -> Any:
         return self.db.write_sync(fn)
@@ -1081,32 +1069,16 @@ def dump(conn: Connection) -> dict[str, list[str]]:
             for table in tables.metadata.sorted_tables}
 
 
-def wipe(conn: Connection) -> None:
-    for table in reversed(tables.metadata.sorted_tables):
-        conn.execute(table.delete())
-
-
-def run_machine(database_url: str, data_dir: Path) -> None:
-    upgrade(database_url)
-    ctx = build_context(make_settings(data_dir, database_url, fx_rates={"USD": USD_RATE},
-                                      platform_fee_bps=FEE_BPS))
-    db = open_database(database_url, pool_size=2, sqlite_synchronous="NORMAL")
-    try:
-        machine = type("EscrowMachineOn" + db.dialect.title(), (EscrowMachine,),
-                       {"db": db, "ctx": ctx})
-        run_state_machine_as_test(machine, settings=PROPERTY_SETTINGS)
-    finally:
-        db.close()
-
-
 # A pass takes seconds; a failure is shrunk for up to five minutes (hypothesis's own cap)
 # and must be reported with its minimal example rather than cut short by the default timeout.
 SHRINK_TIMEOUT = pytest.mark.timeout(420)
+OVERRIDES: dict[str, Any] = {"fx_rates": {"USD": USD_RATE}, "platform_fee_bps": FEE_BPS}
 
 
 @SHRINK_TIMEOUT
 def test_escrow_machine_sqlite(tmp_path: Path) -> None:
-    run_machine(f"sqlite:///{tmp_path / 'kassa.sqlite3'}", tmp_path)
+    run_machine(EscrowMachine, f"sqlite:///{tmp_path / 'kassa.sqlite3'}", tmp_path,
+                PROPERTY_SETTINGS, **OVERRIDES)
 
 
 @SHRINK_TIMEOUT
@@ -1114,4 +1086,4 @@ def test_escrow_machine_sqlite(tmp_path: Path) -> None:
 def test_escrow_machine_postgres(tmp_path: Path) -> None:
     require_postgres()
     with fresh_postgres_database() as url:
-        run_machine(url, tmp_path)
+        run_machine(EscrowMachine, url, tmp_path, PROPERTY_SETTINGS, **OVERRIDES)

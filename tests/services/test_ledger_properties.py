@@ -29,21 +29,16 @@ import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine,
     initialize,
     invariant,
     precondition,
     rule,
-    run_state_machine_as_test,
 )
 from sqlalchemy import Connection, func, select
 
 from kassa.accounts import service as accounts
 from kassa.accounts.schemas import Principal
-from kassa.context import ServiceContext, build_context
 from kassa.db import tables
-from kassa.db.database import Database, open_database
-from kassa.db.migrate import upgrade
 from kassa.errors import DuplicateOrder, LimitExceeded, PaymentMethodUnavailable
 from kassa.ledger.service import check_invariants
 from kassa.payments import service as payments
@@ -51,8 +46,8 @@ from kassa.payments.schemas import CreatePaymentRequest, Currency, PaymentMethod
 from kassa.tasks import service as tasks
 from kassa.tasks.schemas import CreateTaskRequest
 from tests.conftest import require_postgres
-from tests.support.clock import ManualClock
-from tests.support.harness import fresh_postgres_database, make_settings
+from tests.support.harness import fresh_postgres_database
+from tests.support.machines import ServiceMachine, run_machine
 
 # SPEC §2, written out independently of Settings.
 MIN_CNY, MAX_CNY = 1_000, 5_000_000
@@ -134,24 +129,16 @@ class Merchant:
     tried_live: bool = False
 
 
-class LedgerMachine(RuleBasedStateMachine):
-    db: Database
-    ctx: ServiceContext
+class LedgerMachine(ServiceMachine):
+    start = START
 
     def __init__(self) -> None:
         super().__init__()
-        # Every example starts from an empty database, so that a replayed (shrunk) example
-        # sees exactly what it saw the first time, and the model accounts for every row.
-        self.db.write_sync(wipe)
-        self.ctx.clock = ManualClock(START)
         self.merchants: list[Merchant] = []
         self.tasks: dict[str, ModelTask] = {}
         self.orders: dict[str, ModelOrder] = {}
 
     # --- helpers ------------------------------------------------------------------------
-
-    def now(self) -> datetime:
-        return self.ctx.clock.now()
 
     def orders_in(self, *statuses: str) -> list[ModelOrder]:
         return [o for o in self.orders.values() if o.status in statuses]
@@ -532,30 +519,16 @@ def read_snapshot(conn: Connection) -> Snapshot:
                     volume, current)
 
 
-def wipe(conn: Connection) -> None:
-    for table in reversed(tables.metadata.sorted_tables):
-        conn.execute(table.delete())
-
-
-def run_machine(database_url: str, data_dir: Path) -> None:
-    upgrade(database_url)
-    ctx = build_context(make_settings(data_dir, database_url,
-                                      fx_rates={"USD": Decimal("7.1000")}))
-    db = open_database(database_url, pool_size=2, sqlite_synchronous="NORMAL")
-    try:
-        machine = type("LedgerMachineOn" + db.dialect.title(), (LedgerMachine,),
-                       {"db": db, "ctx": ctx})
-        run_state_machine_as_test(machine, settings=PROPERTY_SETTINGS)
-    finally:
-        db.close()
+OVERRIDES: dict[str, Any] = {"fx_rates": {"USD": Decimal("7.1000")}}
 
 
 def test_ledger_properties_sqlite(tmp_path: Path) -> None:
-    run_machine(f"sqlite:///{tmp_path / 'kassa.sqlite3'}", tmp_path)
+    run_machine(LedgerMachine, f"sqlite:///{tmp_path / 'kassa.sqlite3'}", tmp_path,
+                PROPERTY_SETTINGS, **OVERRIDES)
 
 
 @pytest.mark.postgres
 def test_ledger_properties_postgres(tmp_path: Path) -> None:
     require_postgres()
     with fresh_postgres_database() as url:
-        run_machine(url, tmp_path)
+        run_machine(LedgerMachine, url, tmp_path, PROPERTY_SETTINGS, **OVERRIDES)
