@@ -11,7 +11,8 @@
     │   ├── RefundNotAllowed         400 refund_not_allowed
     │   └── AlreadyRefunded          400 already_refunded
     ├── AuthError                    401 invalid_credentials
-    ├── NotFound                     404 task_not_found / order_not_found / not_found
+    ├── NotFound                     404 task_not_found / order_not_found /
+    │                                    worker_not_found / not_found
     ├── Conflict                     409 duplicate_order / request_in_progress /
     │                                    invalid_task_state: look, then retry
     └── RateLimited                  429 rate_limit_exceeded: wait Retry-After seconds
@@ -88,6 +89,10 @@ class TaskNotFound(NotFound):
 
 class OrderNotFound(NotFound):
     code = "order_not_found"
+
+
+class WorkerNotFound(NotFound):
+    code = "worker_not_found"
 
 
 class Conflict(KassaError):

@@ -51,7 +51,7 @@ from sqlalchemy import Connection, func, select
 
 from kassa.accounts import service as accounts
 from kassa.accounts.schemas import Principal
-from kassa.balances.service import WorkerNotFound, account_balance, worker_balance
+from kassa.balances.service import account_balance, worker_balance
 from kassa.core.states import TaskStatus
 from kassa.db import tables
 from kassa.errors import (
@@ -64,6 +64,7 @@ from kassa.errors import (
     PaymentMethodUnavailable,
     RefundNotAllowed,
     ValidationError,
+    WorkerNotFound,
 )
 from kassa.ledger.service import check_invariants
 from kassa.payments import service as payments

@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 
 from kassa.balances import service
 from kassa.balances.schemas import AccountBalance, WorkerBalance
+from kassa.errors import WorkerNotFound
 from kassa.http.api import Api, Call, UnitResult
 from kassa.tasks.schemas import WORKER_ID_PATTERN
 
@@ -30,14 +31,14 @@ def account_balance(call: Call):  # type: ignore[no-untyped-def]
 
 
 @api.get("/api/v1/workers/{worker_id}/balance", summary="A worker's balance",
-         response=WorkerBalance, tags=("balances",), errors=(service.WorkerNotFound,))
+         response=WorkerBalance, tags=("balances",), errors=(WorkerNotFound,))
 def worker_balance(call: Call):  # type: ignore[no-untyped-def]
     """What approved tasks have paid a worker (payouts after the platform fee)."""
     worker_id: str = call.request.path_params["worker_id"]
 
     def unit(conn: Connection) -> UnitResult:
         if not _WORKER_ID.fullmatch(worker_id):
-            raise service.WorkerNotFound(f"No payouts to worker {worker_id[:64]}",
+            raise WorkerNotFound(f"No payouts to worker {worker_id[:64]}",
                                          worker_id=worker_id[:64])
         return 200, service.worker_balance(conn, principal=call.principal,
                                            worker_id=worker_id)

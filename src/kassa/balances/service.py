@@ -10,12 +10,8 @@ from sqlalchemy import Connection
 from kassa.accounts.schemas import Principal
 from kassa.balances.schemas import render_account_balance, render_worker_balance
 from kassa.core import ledger as accounts
-from kassa.errors import NotFound
+from kassa.errors import WorkerNotFound
 from kassa.ledger import service as ledger
-
-
-class WorkerNotFound(NotFound):
-    code = "worker_not_found"
 
 
 def account_balance(conn: Connection, *, principal: Principal, now: datetime
