@@ -112,14 +112,21 @@ class PaymentOrder(BaseModel):
     metadata: dict[str, Any] | None
 
 
+def held_cny(order: Mapping[Any, Any]) -> int:
+    """What a paid task order still holds in escrow (CNY cents): paid, less refunded (in
+    flight or done), less released. Nothing for unpaid orders and deposits."""
+    if order["purpose"] != PURPOSE_PAYMENT or order["status"] not in ("completed", "refunded"):
+        return 0
+    return int(order["amount_cny"] - order["refunded_cny"] - order["released_cents"])
+
+
 def render_order(order: Mapping[Any, Any], public_url: str) -> dict[str, Any]:
     split = split_fee(order["amount"], order["fee_bps"])
     status = order["status"]
     refunded = order["refunded_cny"]
     released = order["released_cents"]
     fee = order["platform_fee_cny"]
-    paid = status in ("completed", "refunded") and order["purpose"] == PURPOSE_PAYMENT
-    held = order["amount_cny"] - refunded - released if paid else 0
+    held = held_cny(order)
     order_id = order["order_id"]
     return {
         "order_id": order_id,

@@ -53,6 +53,7 @@ from kassa.payments.schemas import (
     PURPOSE_PAYMENT,
     CreatePaymentRequest,
     DepositRequest,
+    held_cny,
     render_order,
 )
 from kassa.tasks import repository as tasks
@@ -227,6 +228,7 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
             limit="daily", limit_cents=limit, used_cents=used, amount_cny_cents=amount_cny)
 
     paid_now = answer is None  # from the balance: settled in this transaction
+    status = OrderStatus.COMPLETED if answer is None else answer.initial_status
     order: dict[str, Any] = {
         "order_id": order_id,
         "account_id": principal.account_id,
@@ -240,7 +242,7 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
         "fee_bps": ctx.settings.platform_fee_bps,
         "payment_method": method,
         "channel": channel_name,
-        "status": OrderStatus.COMPLETED if paid_now else answer.initial_status,  # type: ignore[union-attr]
+        "status": status,
         "return_url": return_url,
         "callback_url": callback_url,
         "metadata_json": None if metadata is None else orjson.dumps(metadata).decode(),
@@ -418,10 +420,11 @@ def settle_sandbox_order(conn: Connection, ctx: ServiceContext, *, order_id: str
 # --- release (task approved) ----------------------------------------------------------------
 
 def release_order(conn: Connection, *, order: Mapping[str, Any], worker_id: str,
-                  now: datetime) -> dict[str, Any]:
+                  now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
     """Everything still in escrow for an order the caller holds locked goes to the worker,
-    minus the platform fee, as one balanced entry; returns the release figures."""
-    held = order["amount_cny"] - order["refunded_cny"] - order["released_cents"]
+    minus the platform fee, as one balanced entry; returns the release figures and the
+    order as it is now."""
+    held = held_cny(order)
     split = split_fee(held, order["fee_bps"])
     account_id = order["account_id"]
     postings = [accounts.Posting(accounts.customer_escrow(account_id), -held)]
@@ -435,7 +438,7 @@ def release_order(conn: Connection, *, order: Mapping[str, Any], worker_id: str,
         entry=accounts.Entry(kind="release", currency="CNY", postings=tuple(postings),
                              description=f"Release to worker {worker_id}"),
         now=now)
-    repository.update_order(conn, order["order_id"], {
+    updated = repository.update_order(conn, order["order_id"], {
         "released_cents": order["released_cents"] + held,
         "released_amount": order["amount"] - order["refunded_cents"],  # the rest, all of it
         "platform_fee_cny": order["platform_fee_cny"] + split.platform_fee,
@@ -444,4 +447,4 @@ def release_order(conn: Connection, *, order: Mapping[str, Any], worker_id: str,
     return {"worker_id": worker_id, "total_cents": held,
             "worker_payout_cents": split.worker_payout,
             "platform_fee_cents": split.platform_fee, "currency": "CNY",
-            "transaction_id": transaction_id, "released_at": iso(now)}
+            "transaction_id": transaction_id, "released_at": iso(now)}, updated

@@ -34,7 +34,7 @@ from kassa.events import repository as events
 from kassa.history import service as history
 from kassa.ledger import service as ledger
 from kassa.payments import repository as orders
-from kassa.payments.schemas import BALANCE, PURPOSE_PAYMENT
+from kassa.payments.schemas import BALANCE, PURPOSE_PAYMENT, held_cny
 from kassa.refunds import repository
 from kassa.refunds.schemas import DESCRIPTIONS, RefundRequest, render_refund
 from kassa.tasks import repository as tasks
@@ -58,15 +58,6 @@ def request_refund(conn: Connection, ctx: ServiceContext, *, principal: Principa
                         refund_method=request.refund_method, test_outcome=request.test_outcome)
 
 
-def refundable(order: Mapping[str, Any]) -> tuple[int, int]:
-    """What may still be refunded: (in the order's currency, in CNY held in escrow)."""
-    if order["purpose"] != PURPOSE_PAYMENT or order["status"] not in (
-            OrderStatus.COMPLETED, OrderStatus.REFUNDED):
-        return 0, 0
-    held = order["amount_cny"] - order["refunded_cny"] - order["released_cents"]
-    return order["amount"] - order["refunded_cents"] - order["released_amount"], held
-
-
 def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, Any],
                  amount: int | None, reason: str, reason_detail: str | None,
                  refund_method: str, test_outcome: str | None) -> dict[str, Any]:
@@ -82,7 +73,9 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
     if order["status"] not in (OrderStatus.COMPLETED, OrderStatus.REFUNDED):
         raise RefundNotAllowed(f"Order is {order['status']}: only a paid order can be refunded",
                                order_id=order_id, order_status=order["status"])
-    remaining, held = refundable(order)
+    # What may still be refunded: in the order's currency, and in CNY held in escrow.
+    remaining = order["amount"] - order["refunded_cents"] - order["released_amount"]
+    held = held_cny(order)
     if remaining <= 0 or held <= 0:
         first = repository.first_refund(conn, order_id)
         if order["refunded_cents"] >= order["amount"] and first is not None:

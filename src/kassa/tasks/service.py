@@ -17,7 +17,7 @@ from kassa.errors import DuplicateTask, InvalidTaskState, TaskNotFound, Validati
 from kassa.events import repository as events
 from kassa.payments import repository as orders
 from kassa.payments import service as payments
-from kassa.payments.schemas import CreatePaymentRequest, render_order
+from kassa.payments.schemas import CreatePaymentRequest, held_cny, render_order
 from kassa.refunds import service as refunds
 from kassa.refunds.schemas import TaskCloseRequest, render_refund
 from kassa.tasks import repository
@@ -133,13 +133,11 @@ def approve_task(conn: Connection, ctx: ServiceContext, *, principal: Principal,
         raise InvalidTaskState(f"Task {task_id} has not been paid (payment: {status or 'none'})",
                                task_id=task_id, task_status=task["status"],
                                payment_status=status)
-    if refunds.refundable(order)[1] <= 0:
+    if held_cny(order) <= 0:
         raise InvalidTaskState(f"Task {task_id}'s payment was refunded: nothing is in escrow",
                                task_id=task_id, task_status=task["status"],
                                payment_status=status)
-    release = payments.release_order(conn, order=order, worker_id=worker_id, now=now)
-    order = orders.get_order_by_id(conn, order["order_id"])
-    assert order is not None
+    release, order = payments.release_order(conn, order=order, worker_id=worker_id, now=now)
     payment = render_order(order, ctx.public_url)
     closed = _close(conn, ctx, principal=principal, task=task, status=TaskStatus.APPROVED,
                     worker_id=worker_id, payment_status=order["status"],
@@ -165,7 +163,7 @@ def end_task(conn: Connection, ctx: ServiceContext, *, principal: Principal, tas
         if order["status"] == OrderStatus.PENDING:
             payments.fail_order(conn, ctx, order_id=order["order_id"], failure_code=reason,
                                 failure_message=f"The task was {status}", now=now)
-        elif refunds.refundable(order)[1] > 0:
+        elif held_cny(order) > 0:
             refund = refunds.refund_order(
                 conn, ctx, order=order, amount=None, reason=reason,
                 reason_detail=request.reason_detail, refund_method=request.refund_method,
