@@ -24,12 +24,13 @@ from kassa.http.ratelimit import RateLimiter
 from kassa.payments.endpoints import api as payments_api
 from kassa.refunds.endpoints import api as refunds_api
 from kassa.tasks.endpoints import api as tasks_api
+from kassa.webhooks.endpoints import api as webhooks_api
 from kassa.worker.runner import Worker
 
 
 def all_operations() -> Api:
     api = Api()
-    for part in (tasks_api, payments_api, refunds_api, balances_api, history_api):
+    for part in (tasks_api, payments_api, refunds_api, balances_api, history_api, webhooks_api):
         api.operations.extend(part.operations)
     return api
 

@@ -52,12 +52,32 @@ class Settings(BaseSettings):
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 12
 
+    # Webhooks (SPEC §7): a 2xx within the timeout is success; otherwise retried after
+    # these delays (the last one repeats) until give_up_seconds after the first attempt.
+    webhook_timeout_seconds: float = 5.0
+    webhook_retry_schedule: list[float] = [0, 15, 15, 30, 180, 1800, 1800, 1800, 1800, 3600]
+    webhook_give_up_seconds: float = 3 * 86400
+    webhook_lease_seconds: float = 30.0  # a delivery claimed by a dead worker is retried after
+    webhook_max_in_flight: int = 64  # per worker process
+    webhook_max_in_flight_per_url: int = 8  # so one slow receiver can't take every slot
+    webhook_secret_grace_seconds: int = 86400  # default grace for the old secret on rotation
+    # Networks a live-mode webhook may reach although they are private (an operator's own
+    # receivers on an internal network), e.g. ["10.20.0.0/16"]. Empty: none.
+    webhook_allowed_networks: list[str] = []
+
     # Caches and limits
     auth_cache_seconds: float = 10.0
     max_body_bytes: int = 64 * 1024
     idempotency_ttl_seconds: int = 24 * 3600
     db_pool_size: int = 12
     sqlite_synchronous: str = "FULL"
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, v: list[float]) -> list[float]:
+        if not v or any(d < 0 for d in v):
+            raise ValueError("webhook_retry_schedule needs at least one delay, none negative")
+        return v
 
     @field_validator("sqlite_synchronous")
     @classmethod

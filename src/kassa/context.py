@@ -8,6 +8,7 @@ from decimal import Decimal
 from kassa.channels.registry import ChannelRegistry
 from kassa.config import Settings
 from kassa.core.clock import Clock
+from kassa.webhooks.ssrf import Resolver, system_resolver
 
 
 @dataclass
@@ -16,6 +17,7 @@ class ServiceContext:
     server_key: bytes
     channels: ChannelRegistry
     clock: Clock = field(default_factory=Clock)
+    resolver: Resolver = system_resolver  # DNS for webhook targets (tests play DNS here)
 
     @property
     def public_url(self) -> str:

@@ -12,7 +12,8 @@
     │   └── AlreadyRefunded          400 already_refunded
     ├── AuthError                    401 invalid_credentials
     ├── NotFound                     404 task_not_found / order_not_found /
-    │                                    worker_not_found / not_found
+    │                                    worker_not_found / endpoint_not_found /
+    │                                    event_not_found / not_found
     ├── Conflict                     409 duplicate_order / request_in_progress /
     │                                    invalid_task_state: look, then retry
     └── RateLimited                  429 rate_limit_exceeded: wait Retry-After seconds
@@ -93,6 +94,14 @@ class OrderNotFound(NotFound):
 
 class WorkerNotFound(NotFound):
     code = "worker_not_found"
+
+
+class EndpointNotFound(NotFound):
+    code = "endpoint_not_found"
+
+
+class EventNotFound(NotFound):
+    code = "event_not_found"
 
 
 class Conflict(KassaError):

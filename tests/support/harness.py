@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
@@ -60,6 +61,13 @@ def fresh_postgres_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+async def offline_resolver(host: str) -> list[str]:
+    """Tests send no DNS queries: "localhost" is loopback and every other name fails."""
+    if host == "localhost":
+        return ["127.0.0.1"]
+    raise OSError(f"tests resolve no names ({host})")
+
+
 def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "data_dir": data_dir,
@@ -72,6 +80,9 @@ def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settin
         "auth_cache_seconds": 0.0,
         "job_lease_seconds": 5.0,
         "sqlite_synchronous": "NORMAL",
+        # Webhook retries in fractions of a second (the real schedule is tested by itself).
+        "webhook_retry_schedule": [0, 0.2, 0.2, 0.5, 1.0],
+        "webhook_give_up_seconds": 60.0,
     }
     values.update(overrides)
     return Settings(**values)
@@ -87,6 +98,9 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
         "KASSA_SANDBOX_SETTLE_SECONDS": str(settings.sandbox_settle_seconds),
         "KASSA_WORKER_POLL_SECONDS": str(settings.worker_poll_seconds),
         "KASSA_JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
+        "KASSA_WEBHOOK_RETRY_SCHEDULE": json.dumps(settings.webhook_retry_schedule),
+        "KASSA_WEBHOOK_GIVE_UP_SECONDS": str(settings.webhook_give_up_seconds),
+        "KASSA_WEBHOOK_LEASE_SECONDS": str(settings.webhook_lease_seconds),
     })
     return env
 
@@ -120,6 +134,7 @@ class KassaServer:
         self.backend = "sqlite" if settings.is_sqlite else "postgres"
         upgrade(settings.resolved_database_url)
         self.ctx: ServiceContext = build_context(settings)
+        self.ctx.resolver = offline_resolver
         self.db: Database = open_database(settings.resolved_database_url, pool_size=16,
                                           sqlite_synchronous=settings.sqlite_synchronous)
         self.app = create_app(settings, db=self.db, ctx=self.ctx, run_worker=run_worker)

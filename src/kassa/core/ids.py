@@ -1,4 +1,4 @@
-"""Prefixed public identifiers: ord_, ref_, txn_, evt_, acc_."""
+"""Prefixed public identifiers: ord_, ref_, txn_, evt_, we_ (endpoint), wd_ (delivery), acc_."""
 
 from __future__ import annotations
 
@@ -37,6 +37,14 @@ def derived_transaction_id(object_id: str) -> str:
 
 def event_id() -> str:
     return new_id("evt")
+
+
+def endpoint_id() -> str:
+    return new_id("we")
+
+
+def delivery_id() -> str:
+    return new_id("wd")
 
 
 def account_id() -> str:

@@ -29,3 +29,28 @@ def derive_secret(server_key: bytes, purpose: str, account_id: str, version: int
 
 def webhook_secret(server_key: bytes, account_id: str, version: int) -> str:
     return derive_secret(server_key, "webhook", account_id, version, "whsec_")
+
+
+def webhook_signature(secret: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of the raw body: what the seed's verifiers compute."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def webhook_headers(secrets: list[str], body: bytes, timestamp: int) -> dict[str, str]:
+    """The signature headers of one delivery. `secrets` is the current secret first, then
+    any previous one still in its grace period.
+
+    X-Signature: sha256=<hex HMAC(secret, body)>  (the seed's verifier; current secret)
+    X-Signature-V2: t=<unix>,v1=<hex HMAC(secret, "<t>.<body>")>[,v1=<previous secret's>]
+    """
+    signed = f"{timestamp}.".encode() + body
+    v2 = ",".join([f"t={timestamp}",
+                   *(f"v1={webhook_signature(s, signed)}" for s in secrets)])
+    headers = {
+        "X-Signature": f"sha256={webhook_signature(secrets[0], body)}",
+        "X-Signature-Timestamp": str(timestamp),
+        "X-Signature-V2": v2,
+    }
+    if len(secrets) > 1:
+        headers["X-Signature-Previous"] = f"sha256={webhook_signature(secrets[1], body)}"
+    return headers

@@ -80,6 +80,9 @@ accounts = Table(
     Column("name", String(200), nullable=False),
     Column("tier", String(20), nullable=False),
     Column("webhook_secret_version", Integer, nullable=False, server_default="1"),
+    # After a rotation the previous secret still signs deliveries until this time.
+    Column("webhook_secret_previous_version", Integer, nullable=True),
+    Column("webhook_secret_previous_until", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
 )
 
@@ -291,11 +294,82 @@ events = Table(
     Column("event_type", String(40), nullable=False),
     Column("object_id", String(64), nullable=False),
     Column("sequence", Integer, nullable=False),
-    Column("payload_json", Text, nullable=False),
+    Column("payload_json", Text, nullable=False),  # the exact bytes every delivery sends
+    Column("callback_url", Text, nullable=True),  # the order's or task's, when recorded
+    # 1 until the webhook fan-out has made this event's deliveries.
+    Column("fanout_pending", Integer, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     # Object ids are unique per merchant and mode only (a task id is the merchant's choice).
     UniqueConstraint("account_id", "mode", "object_id", "sequence"),
     Index(None, "account_id", "mode", "created_at"),
+    Index("ix_events_fanout_pending", "created_at",
+          sqlite_where=text("fanout_pending = 1"), postgresql_where=text("fanout_pending = 1")),
+)
+
+# The account's webhook endpoints (besides each order's callback_url).
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("endpoint_id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("event_types", Text, nullable=False),  # JSON list; ["*"] for every event
+    Column("description", String(200), nullable=True),
+    Column("status", String(10), nullable=False),  # enabled, disabled
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime, nullable=True),
+    Index(None, "account_id", "mode", "created_at"),
+)
+
+# One row per (event, target): the target is an endpoint id or "callback".
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("delivery_id", String(40), primary_key=True),
+    Column("event_id", String(40), nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("target", String(40), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("object_id", String(64), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("status", String(10), nullable=False),  # pending, succeeded, failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("window_started_at", UTCDateTime, nullable=False),  # retries stop 3 days after
+    Column("locked_until", UTCDateTime, nullable=True),
+    Column("lease_token", String(32), nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", String(300), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime, nullable=True),
+    UniqueConstraint("event_id", "target"),
+    Index("ix_deliveries_due", "next_attempt_at",
+          sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+    # Per-object order: a delivery waits while an earlier one of its object is pending.
+    Index("ix_deliveries_object", "account_id", "mode", "object_id", "target", "sequence"),
+    Index(None, "account_id", "mode", "target", "created_at"),
+)
+
+# Every delivery attempt, as it happened.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("attempt_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("delivery_id", String(40), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("response_excerpt", Text, nullable=True),  # first bytes of the reply
+    Column("error", String(300), nullable=True),
+    Column("worker", String(64), nullable=False),
+    Index(None, "delivery_id"),
 )
 
 # Durable jobs, claimed with a lease (FOR UPDATE SKIP LOCKED on PostgreSQL).

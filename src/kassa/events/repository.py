@@ -17,8 +17,10 @@ _insert = Prepared(insert(events))
 
 
 def record(conn: Connection, *, account_id: str, mode: str, event_type: str, object_id: str,
-           sequence: int, data: dict[str, Any], now: datetime) -> str:
-    """Record an event in the caller's transaction (it vanishes if that rolls back)."""
+           sequence: int, data: dict[str, Any], callback_url: str | None, now: datetime) -> str:
+    """Record an event in the caller's transaction (it vanishes if that rolls back). The
+    webhook fan-out turns it into deliveries: to `callback_url` and the account's
+    endpoints."""
     event_id = ids.event_id()
     payload = {
         "event_id": event_id,
@@ -31,6 +33,8 @@ def record(conn: Connection, *, account_id: str, mode: str, event_type: str, obj
         "event_id": event_id, "account_id": account_id, "mode": mode, "event_type": event_type,
         "object_id": object_id, "sequence": sequence,
         "payload_json": orjson.dumps(payload).decode(),
+        "callback_url": callback_url,
+        "fanout_pending": 1,
         "created_at": now,
     })
     return event_id

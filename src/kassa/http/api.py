@@ -9,6 +9,7 @@ validation, Idempotency-Key, the transaction, and errors in the seed's format.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,7 +53,10 @@ class Call:
     query: Any = None  # the validated query model (reads)
 
 
-Handler = Callable[[Call], Callable[[Connection], UnitResult]]
+Unit = Callable[[Connection], UnitResult]
+# An endpoint makes the unit of work from the call; one that must first do something
+# slow outside the database (a DNS lookup) may be a coroutine function instead.
+Handler = Callable[[Call], Unit | Awaitable[Unit]]
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Operation:
     response_model: type[pydantic.BaseModel] | None
     errors: tuple[type[KassaError], ...]
     tags: tuple[str, ...]
+    need_secret: bool  # X-API-Secret required (every write; reads of secrets)
 
 
 @dataclass
@@ -78,30 +83,33 @@ class Api:
     def _add(self, method: str, path: str, *, summary: str, status: int, write: bool,
              body: type[pydantic.BaseModel] | None, query: type[pydantic.BaseModel] | None,
              response: type[pydantic.BaseModel] | None,
-             errors: tuple[type[KassaError], ...], tags: tuple[str, ...]
-             ) -> Callable[[Handler], Handler]:
+             errors: tuple[type[KassaError], ...], tags: tuple[str, ...],
+             need_secret: bool | None = None) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(Operation(
                 method=method, path=path, handler=handler, summary=summary,
                 description=(handler.__doc__ or "").strip(), status=status, write=write,
                 body_model=body, query_model=query, response_model=response, errors=errors,
-                tags=tags))
+                tags=tags, need_secret=write if need_secret is None else need_secret))
             return handler
         return register
 
     def post(self, path: str, *, summary: str, body: type[pydantic.BaseModel],
              response: type[pydantic.BaseModel] | None, status: int = 200,
-             errors: tuple[type[KassaError], ...] = (), tags: tuple[str, ...] = ()
-             ) -> Callable[[Handler], Handler]:
-        return self._add("POST", path, summary=summary, status=status, write=True, body=body,
+             errors: tuple[type[KassaError], ...] = (), tags: tuple[str, ...] = (),
+             method: str = "POST") -> Callable[[Handler], Handler]:
+        """A write (POST, or PATCH/DELETE through `method`): secret required, JSON body,
+        Idempotency-Key honoured, one transaction."""
+        return self._add(method, path, summary=summary, status=status, write=True, body=body,
                          query=None, response=response, errors=errors, tags=tags)
 
     def get(self, path: str, *, summary: str, response: type[pydantic.BaseModel] | None,
             query: type[pydantic.BaseModel] | None = None,
-            errors: tuple[type[KassaError], ...] = (), tags: tuple[str, ...] = ()
-            ) -> Callable[[Handler], Handler]:
+            errors: tuple[type[KassaError], ...] = (), tags: tuple[str, ...] = (),
+            need_secret: bool = False) -> Callable[[Handler], Handler]:
         return self._add("GET", path, summary=summary, status=200, write=False, body=None,
-                         query=query, response=response, errors=errors, tags=tags)
+                         query=query, response=response, errors=errors, tags=tags,
+                         need_secret=need_secret)
 
 
 def json_response(status: int, body: Body | bytes, headers: dict[str, str] | None = None
@@ -187,6 +195,11 @@ def _worth_retrying(exc: DBAPIError) -> bool:
         exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
 
 
+async def _unit_of(op: Operation, call: Call) -> Unit:
+    made = op.handler(call)
+    return await made if inspect.isawaitable(made) else made
+
+
 class Dispatcher:
     """Turns an Operation into a Starlette endpoint."""
 
@@ -213,7 +226,7 @@ class Dispatcher:
         return endpoint
 
     async def _dispatch(self, op: Operation, request: Request) -> Response:
-        principal = await self.auth.principal(request.headers, need_secret=op.write)
+        principal = await self.auth.principal(request.headers, need_secret=op.need_secret)
         await self.limiter.hit(f"{principal.account_id}:{principal.mode}")
         call = Call(request=request, principal=principal, ctx=self.ctx)
         if op.query_model is not None:
@@ -225,14 +238,14 @@ class Dispatcher:
             except pydantic.ValidationError as exc:
                 raise validation_error(exc, "query") from exc
         if not op.write:
-            work = op.handler(call)
+            work = await _unit_of(op, call)
             status, body = await self.db.read(work)
             return json_response(status, body)
 
         raw = await read_body(request, self.ctx.settings.max_body_bytes)
         assert op.body_model is not None
         call.body = parse_body(op.body_model, raw)
-        work = op.handler(call)
+        work = await _unit_of(op, call)
 
         def serialised(conn: Connection) -> idempotency.Response:
             status, body = work(conn)

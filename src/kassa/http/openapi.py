@@ -79,7 +79,7 @@ def build_openapi(api: Api, public_url: str) -> dict[str, Any]:
             "description": op.description,
             "operationId": op.handler.__name__,
             "tags": list(op.tags),
-            "security": [{"apiKey": [], "apiSecret": []}] if op.write else
+            "security": [{"apiKey": [], "apiSecret": []}] if op.need_secret else
                         [{"apiKey": []}, {"apiKey": [], "apiSecret": []}],
             "parameters": [],
             "responses": {},
@@ -101,7 +101,8 @@ def build_openapi(api: Api, public_url: str) -> dict[str, Any]:
                 "description": "Same key and same body within 24 h replays the first response",
                 "schema": {"type": "string", "maxLength": 255}})
             assert op.body_model is not None
-            item["requestBody"] = {"required": True, "content": {"application/json": {
+            required = any(f.is_required() for f in op.body_model.model_fields.values())
+            item["requestBody"] = {"required": required, "content": {"application/json": {
                 "schema": {"$ref": REF.format(model=op.body_model.__name__)}}}}
         ok: dict[str, Any] = {"description": "Success"}
         if op.response_model is not None:

@@ -274,7 +274,7 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
     data = render_order(order, ctx.public_url)
     events.record(conn, account_id=principal.account_id, mode=principal.mode,
                   event_type="payment.created", object_id=order_id, sequence=1, data=data,
-                  now=now)
+                  callback_url=callback_url, now=now)
     if paid_now:
         try:
             _post_payment(conn, order, now)
@@ -289,7 +289,7 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
                                    "Choose a different payment method"]) from exc
         events.record(conn, account_id=principal.account_id, mode=principal.mode,
                       event_type="payment.completed", object_id=order_id, sequence=2,
-                      data=data, now=now)
+                      data=data, callback_url=callback_url, now=now)
         return order
     assert answer is not None
     jobs = [(JOB_EXPIRE, order_id, order["expires_at"])]
@@ -324,7 +324,8 @@ def _announce(conn: Connection, ctx: ServiceContext, order: Mapping[Any, Any], e
               now: datetime) -> None:
     events.record(conn, account_id=order["account_id"], mode=order["mode"],
                   event_type=event_type, object_id=order["order_id"],
-                  sequence=order["event_seq"], data=render_order(order, ctx.public_url), now=now)
+                  sequence=order["event_seq"], data=render_order(order, ctx.public_url),
+                  callback_url=order["callback_url"], now=now)
 
 
 def _post_payment(conn: Connection, order: Mapping[Any, Any], now: datetime) -> None:

@@ -160,9 +160,9 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
                    mode=order["mode"], order_id=order_id, refund_id=refund_id,
                    task_id=order["task_id"], amount=amount, currency=order["currency"],
                    status=status, description=description, now=now)
-    _announce(conn, refund, "refund.created", 1, now)
+    _announce(conn, refund, order, "refund.created", 1, now=now)
     if instant:
-        _announce(conn, refund, "refund.completed", 2, now)
+        _announce(conn, refund, order, "refund.completed", 2, now=now)
         _mark_refunded_if_done(conn, updated, now)
     elif settle_after is not None:
         queue.enqueue(conn, kind=JOB_SETTLE_SANDBOX_REFUND, ref=refund_id,
@@ -170,11 +170,13 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
     return refund
 
 
-def _announce(conn: Connection, refund: Mapping[str, Any], event_type: str, sequence: int,
-              now: datetime) -> None:
+def _announce(conn: Connection, refund: Mapping[str, Any], order: Mapping[str, Any] | None,
+              event_type: str, sequence: int, *, now: datetime) -> None:
+    """Record a refund event; it goes to its order's callback_url too."""
     events.record(conn, account_id=refund["account_id"], mode=refund["mode"],
                   event_type=event_type, object_id=refund["refund_id"], sequence=sequence,
-                  data=render_refund(refund), now=now)
+                  data=render_refund(refund),
+                  callback_url=None if order is None else order["callback_url"], now=now)
 
 
 def _mark_refunded_if_done(conn: Connection, order: Mapping[str, Any], now: datetime) -> None:
@@ -214,7 +216,7 @@ def complete_refund(conn: Connection, *, refund_id: str, now: datetime) -> dict[
                 now=now)
     history.update_status(conn, transaction_id=ids.derived_transaction_id(refund_id),
                           status=RefundStatus.COMPLETED, now=now)
-    _announce(conn, refund, "refund.completed", refund["event_seq"], now)
+    _announce(conn, refund, order, "refund.completed", refund["event_seq"], now=now)
     assert order is not None
     _mark_refunded_if_done(conn, order, now)
     return refund
@@ -247,7 +249,7 @@ def fail_refund(conn: Connection, ctx: ServiceContext, *, refund_id: str, failur
                 now=now)
     history.update_status(conn, transaction_id=ids.derived_transaction_id(refund_id),
                           status=RefundStatus.FAILED, now=now)
-    _announce(conn, refund, "refund.failed", refund["event_seq"], now)
+    _announce(conn, refund, order, "refund.failed", refund["event_seq"], now=now)
     task_id = order["task_id"]
     task = None if task_id is None else tasks.get_task(
         conn, account_id=account_id, mode=refund["mode"], task_id=task_id)

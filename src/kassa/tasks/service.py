@@ -118,7 +118,8 @@ def _close(conn: Connection, ctx: ServiceContext, *, principal: Principal,
     events.record(conn, account_id=principal.account_id, mode=principal.mode,
                   event_type=f"task.{status}", object_id=task["task_id"],
                   sequence=closed["event_seq"],
-                  data={"task": render_task(closed, payment_status), **extra}, now=now)
+                  data={"task": render_task(closed, payment_status), **extra},
+                  callback_url=closed["callback_url"], now=now)
     return closed
 
 

@@ -1,4 +1,5 @@
-"""The worker loop: claim due jobs, run each in its own transaction, back off on failure.
+"""The worker loop: claim due jobs, run each in its own transaction, back off on failure;
+beside it, the webhook deliverer (worker/deliveries.py).
 
 Runs inside `kassa serve` (as an asyncio task) or alone as `kassa worker`; any
 number of either may share one PostgreSQL database.
@@ -20,6 +21,7 @@ from kassa.context import ServiceContext
 from kassa.db.database import Database
 from kassa.idempotency import repository as idempotency
 from kassa.worker import queue
+from kassa.worker.deliveries import Deliverer
 from kassa.worker.handlers import HANDLERS
 
 log = logging.getLogger("kassa.worker")
@@ -42,6 +44,7 @@ class Worker:
         self.name = name or worker_name()
         self._stop = asyncio.Event()
         self.runs = 0
+        self.deliverer = Deliverer(db, ctx, name=self.name)
 
     def stop(self) -> None:
         self._stop.set()
@@ -51,6 +54,7 @@ class Worker:
         last_housekeeping = 0.0
         loop = asyncio.get_running_loop()
         log.info("worker %s started", self.name)
+        deliveries = asyncio.create_task(self.deliverer.run_forever(self._stop))
         while not self._stop.is_set():
             try:
                 ran = await self.run_once()
@@ -63,6 +67,7 @@ class Worker:
             if ran < s.worker_batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=s.worker_poll_seconds)
+        await deliveries
         log.info("worker %s stopped", self.name)
 
     async def run_once(self) -> int:

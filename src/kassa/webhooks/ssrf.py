@@ -1,0 +1,83 @@
+"""Where a webhook may go. Live mode: https only, and the host must not resolve to a
+loopback, private, link-local, multicast, reserved or cloud-metadata address, in any
+spelling (`core.urls` reads decimal, hex, octal and IPv4-mapped forms). Test mode: http
+and loopback allowed.
+
+Checked when an endpoint is registered and again before every request (redirects
+included), and the request is then sent to the address that was checked, so a DNS
+answer that changes in between (rebinding) cannot slip through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from kassa.core.urls import UrlError, check_url, is_forbidden_address, literal_address
+
+# host -> the addresses it resolves to (as text). The system resolver by default; tests
+# pass their own to play DNS.
+Resolver = Callable[[str], Awaitable[list[str]]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+async def system_resolver(host: str) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A URL and the address its request goes to."""
+    url: str
+    scheme: str
+    host: str  # as written in the URL (for Host and TLS server name)
+    port: int
+    address: str  # the checked IP the connection is made to
+
+
+def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def _allowed(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+             exempt: tuple[Network, ...]) -> bool:
+    if any(addr.version == net.version and addr in net for net in exempt):
+        return True
+    return not is_forbidden_address(addr)
+
+
+async def check_target(url: str, *, live: bool, resolver: Resolver,
+                       exempt: tuple[Network, ...] = ()) -> Target:
+    """The address to send `url`'s request to, or UrlError saying why not."""
+    # With exempt networks, the literal-address rule is applied below (with the exemption).
+    check_url(url, live=live and not exempt, field="url")
+    parts = urlsplit(url)
+    if live and parts.scheme != "https":
+        raise UrlError("url must use https in live mode")
+    assert parts.hostname is not None  # check_url insists on one
+    host = parts.hostname
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    literal = literal_address(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        try:
+            answers = await asyncio.wait_for(resolver(host.rstrip(".")), timeout=5.0)
+        except (OSError, UnicodeError, TimeoutError) as exc:
+            raise UrlError(f"url host {host!r} does not resolve") from exc
+        addresses = [a for a in (literal_address(x.split("%")[0]) for x in answers) if a]
+        if not addresses:
+            raise UrlError(f"url host {host!r} does not resolve")
+    if live:
+        # Every address must be acceptable: a name with one public and one internal
+        # address could be steered to the internal one.
+        bad = [a for a in addresses if not _allowed(a, exempt)]
+        if bad:
+            raise UrlError(f"url host {host!r} resolves to an internal address ({bad[0]}); "
+                           "live-mode webhooks must reach a public address")
+    return Target(url=url, scheme=parts.scheme, host=host, port=port, address=str(addresses[0]))

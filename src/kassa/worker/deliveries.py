@@ -1,0 +1,183 @@
+"""The webhook deliverer: fan recorded events out into deliveries, lease the due ones,
+POST them concurrently, and record every attempt.
+
+Database work happens in short transactions; the HTTP requests happen between them,
+never inside one. A delivery is leased (`webhook_lease_seconds`) before it is sent: a
+worker killed mid-request leaves the lease to run out, and another worker sends it
+again (at least once, same event_id). Up to `webhook_max_in_flight` requests run at
+once per process, at most `webhook_max_in_flight_per_url` to any one URL, so a slow or
+dead receiver never holds up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import Connection
+
+from kassa.context import ServiceContext
+from kassa.db.database import Database
+from kassa.webhooks import repository
+from kassa.webhooks import service as webhooks
+from kassa.webhooks.schemas import CALLBACK
+from kassa.webhooks.sender import post_event
+from kassa.webhooks.ssrf import parse_networks
+
+log = logging.getLogger("kassa.webhooks")
+
+FANOUT_BATCH = 500
+USER_AGENT = "Kassa-Webhooks/1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery: Mapping[Any, Any]
+    lease_token: str
+    url: str | None  # None: the endpoint is gone or disabled
+    body: bytes
+    event_type: str
+    secrets: list[str]
+
+
+class Deliverer:
+    def __init__(self, db: Database, ctx: ServiceContext, *, name: str) -> None:
+        self.db = db
+        self.ctx = ctx
+        self.name = name
+        s = ctx.settings
+        self.exempt = parse_networks(s.webhook_allowed_networks)
+        self.client = httpx.AsyncClient(
+            follow_redirects=False, verify=True, trust_env=False,
+            timeout=httpx.Timeout(s.webhook_timeout_seconds),
+            limits=httpx.Limits(max_connections=s.webhook_max_in_flight * 2,
+                                max_keepalive_connections=s.webhook_max_in_flight))
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.per_url: Counter[str] = Counter()
+        self.wake = asyncio.Event()
+        self.sent = 0
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        poll = self.ctx.settings.worker_poll_seconds
+        try:
+            while not stop.is_set():
+                try:
+                    busy = await self.run_once()
+                except Exception:
+                    log.exception("webhook deliverer error")
+                    busy = False
+                if not busy:
+                    self.wake.clear()
+                    waits = [asyncio.ensure_future(stop.wait()),
+                             asyncio.ensure_future(self.wake.wait())]
+                    await asyncio.wait(waits, timeout=poll,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    for w in waits:
+                        w.cancel()
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.in_flight:
+            # Give requests under way their timeout to finish; the rest are sent again
+            # by whoever takes the lease after it runs out.
+            await asyncio.wait(self.in_flight, timeout=self.ctx.settings.webhook_timeout_seconds)
+            for task in self.in_flight:
+                task.cancel()
+        await self.client.aclose()
+
+    async def run_once(self) -> bool:
+        """One round of fan-out and claiming; True if it found work (run again at once)."""
+        s = self.ctx.settings
+        free = s.webhook_max_in_flight - len(self.in_flight)
+        busy_urls = [u for u, n in self.per_url.items() if n >= s.webhook_max_in_flight_per_url]
+        now = self.ctx.clock.now()
+
+        def unit(conn: Connection) -> tuple[int, list[Claimed]]:
+            fanned = webhooks.fan_out(conn, now=now, limit=FANOUT_BATCH)
+            if free <= 0:
+                return fanned, []
+            token, rows = repository.claim_due(conn, now=now, limit=free,
+                                               lease_seconds=s.webhook_lease_seconds,
+                                               busy_urls=busy_urls)
+            return fanned, self._prepare(conn, token, rows)
+
+        fanned, claimed = await self.db.write(unit)
+        for job in claimed:
+            url = job.url or job.delivery["url"]
+            self.per_url[url] += 1
+            task = asyncio.create_task(self._deliver(job, url))
+            self.in_flight.add(task)
+            task.add_done_callback(self._done)
+        return fanned > 0 or len(claimed) == free > 0
+
+    def _prepare(self, conn: Connection, token: str, rows: list[Any]) -> list[Claimed]:
+        if not rows:
+            return []
+        now = self.ctx.clock.now()
+        payloads = repository.payloads(conn, (r["event_id"] for r in rows))
+        versions = repository.secret_versions(conn, (r["account_id"] for r in rows))
+        endpoints = repository.endpoint_states(
+            conn, (r["target"] for r in rows if r["target"] != CALLBACK))
+        claimed = []
+        for r in rows:
+            url: str | None = r["url"]
+            if r["target"] != CALLBACK:
+                ep = endpoints.get(r["target"])
+                # An endpoint's deliveries follow it: its current URL, nothing once disabled.
+                url = (ep["url"] if ep is not None and ep["status"] == "enabled"
+                       and ep["deleted_at"] is None else None)
+            payload = payloads[r["event_id"]]
+            claimed.append(Claimed(
+                delivery=r, lease_token=token, url=url,
+                body=payload["payload_json"].encode(), event_type=payload["event_type"],
+                secrets=webhooks.signing_secrets(self.ctx, versions[r["account_id"]], now)))
+        return claimed
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        self.wake.set()  # a slot is free, and a later event of the same object may be due
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook delivery task failed", exc_info=task.exception())
+
+    async def _deliver(self, job: Claimed, url: str) -> None:
+        d = job.delivery
+        try:
+            if job.url is None:
+                await self.db.write(lambda conn: webhooks.give_up(
+                    conn, delivery=d, lease_token=job.lease_token,
+                    reason="the endpoint was disabled or deleted", now=self.ctx.clock.now()))
+                return
+            attempted_at = self.ctx.clock.now()
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "X-Event-Id": d["event_id"],
+                "X-Event-Type": job.event_type,
+                "X-Delivery-Id": d["delivery_id"],
+                "X-Delivery-Attempt": str(d["attempts"]),
+                **webhooks.webhook_signature_headers(job.secrets, job.body, attempted_at),
+            }
+            result = await post_event(
+                self.client, url, body=job.body, headers=headers, live=d["mode"] == "live",
+                resolver=self.ctx.resolver, exempt=self.exempt,
+                timeout=self.ctx.settings.webhook_timeout_seconds)
+            if result.succeeded:
+                self.sent += 1
+            log.debug("delivery %s attempt %s -> %s %s", d["delivery_id"], d["attempts"],
+                      result.status_code, result.error or "")
+            settings = self.ctx.settings
+            kept = await self.db.write(lambda conn: webhooks.record_attempt(
+                conn, settings, delivery=d, lease_token=job.lease_token, result=result,
+                attempted_at=attempted_at, worker=self.name, now=self.ctx.clock.now()))
+            if not kept:
+                log.warning("delivery %s: lease lost during the attempt", d["delivery_id"])
+        finally:
+            self.per_url[url] -= 1
+            if self.per_url[url] <= 0:
+                del self.per_url[url]
