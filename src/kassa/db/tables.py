@@ -350,8 +350,11 @@ webhook_deliveries = Table(
     Index("ix_deliveries_due", "next_attempt_at",
           sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
     # Per-object order: a delivery waits while an earlier one of its object is pending.
-    Index("ix_deliveries_object", "account_id", "mode", "object_id", "target", "sequence"),
-    Index(None, "account_id", "mode", "target", "created_at"),
+    # object_id first and only pending rows, so the planner picks it even before the table
+    # has statistics (a fresh database otherwise probes the account's index, O(n) a row).
+    Index("ix_deliveries_object_pending", "object_id", "target", "sequence",
+          sqlite_where=text("status = 'pending'"), postgresql_where=text("status = 'pending'")),
+    Index(None, "target", "created_at"),  # an endpoint's log (endpoint ids are unique)
 )
 
 # Every delivery attempt, as it happened.

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     and_,
+    bindparam,
     exists,
     func,
     insert,
@@ -136,6 +137,18 @@ def mark_fanned_out(conn: Connection, event_ids: list[str]) -> None:
 
 # --- claiming and finishing deliveries -------------------------------------------------------
 
+def has_work(conn: Connection, *, now: datetime) -> bool:
+    """Anything to fan out or send? A read, so an idle worker never takes SQLite's write
+    lock just to find nothing."""
+    w = webhook_deliveries.c
+    pending_event = select(events.c.event_id).where(events.c.fanout_pending == 1).limit(1)
+    due = select(w.delivery_id).where(
+        w.status == "pending", w.next_attempt_at <= now,
+        or_(w.locked_until.is_(None), w.locked_until < now)).limit(1)
+    return (conn.execute(pending_event).first() is not None
+            or conn.execute(due).first() is not None)
+
+
 def claim_due(conn: Connection, *, now: datetime, limit: int, lease_seconds: float,
               busy_urls: Sequence[str]) -> tuple[str, list[AnyRow]]:
     """Lease up to `limit` due deliveries. A delivery waits while an earlier one of the same
@@ -147,8 +160,15 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, lease_seconds: flo
         p.c.account_id == d.c.account_id, p.c.mode == d.c.mode,
         p.c.object_id == d.c.object_id, p.c.target == d.c.target,
         p.c.status == "pending", p.c.sequence < d.c.sequence)
+    # ... and while an earlier event of the object is not even fanned out yet (a fan-out
+    # batch can end between two events of one object).
+    earlier_unfanned = exists().where(
+        events.c.account_id == d.c.account_id, events.c.mode == d.c.mode,
+        events.c.object_id == d.c.object_id, events.c.sequence < d.c.sequence,
+        events.c.fanout_pending == 1)
     conditions = [d.c.status == "pending", d.c.next_attempt_at <= now,
-                  or_(d.c.locked_until.is_(None), d.c.locked_until < now), ~earlier_pending]
+                  or_(d.c.locked_until.is_(None), d.c.locked_until < now), ~earlier_pending,
+                  ~earlier_unfanned]
     if busy_urls:
         conditions.append(d.c.url.not_in(list(busy_urls)))
     due = (select(d.c.delivery_id).where(*conditions).order_by(d.c.next_attempt_at)
@@ -162,6 +182,24 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, lease_seconds: flo
             .returning(w.delivery_id, w.event_id, w.account_id, w.mode, w.target, w.url,
                        w.attempts, w.window_started_at))
     return token, [r._mapping for r in conn.execute(stmt)]
+
+
+def unclaim(conn: Connection, *, delivery_ids: list[str], lease_token: str) -> None:
+    """Hand back deliveries claimed in excess (their URL has enough in flight): not an
+    attempt, so the count goes back down."""
+    if delivery_ids:
+        w = webhook_deliveries.c
+        conn.execute(update(webhook_deliveries)
+                     .where(w.delivery_id.in_(delivery_ids), w.lease_token == lease_token)
+                     .values(locked_until=None, lease_token=None, attempts=w.attempts - 1))
+
+
+def follow_endpoint(conn: Connection, *, endpoint_id: str, url: str) -> None:
+    """An endpoint's pending deliveries go to its new URL."""
+    conn.execute(update(webhook_deliveries)
+                 .where(webhook_deliveries.c.target == endpoint_id,
+                        webhook_deliveries.c.status == "pending")
+                 .values(url=url))
 
 
 def payloads(conn: Connection, event_ids: Iterable[str]) -> dict[str, AnyRow]:
@@ -183,8 +221,9 @@ def secret_versions(conn: Connection, account_ids: Iterable[str]) -> dict[str, A
     return {r.account_id: r._mapping for r in conn.execute(stmt)}
 
 
-def record_attempt(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(insert(webhook_attempts).values(**row))
+def record_attempts(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(webhook_attempts), rows)
 
 
 def finish(conn: Connection, *, delivery_id: str, lease_token: str,
@@ -196,6 +235,29 @@ def finish(conn: Connection, *, delivery_id: str, lease_token: str,
                    webhook_deliveries.c.status == "pending")
             .values(locked_until=None, lease_token=None, **values))
     return conn.execute(stmt).rowcount == 1
+
+
+_OUTCOME_COLUMNS = ("status", "next_attempt_at", "completed_at", "last_status_code",
+                    "last_error", "updated_at")
+_finish_many = (
+    update(webhook_deliveries)
+    .where(webhook_deliveries.c.delivery_id == bindparam("k_delivery"),
+           webhook_deliveries.c.lease_token == bindparam("k_token"),
+           webhook_deliveries.c.status == "pending")
+    .values(locked_until=None, lease_token=None,
+            **{c: bindparam(f"v_{c}", type_=webhook_deliveries.c[c].type)
+               for c in _OUTCOME_COLUMNS})
+)
+
+
+def finish_many(conn: Connection, outcomes: list[tuple[str, str, dict[str, Any]]]) -> int:
+    """finish() for many deliveries in one executemany; how many were still ours."""
+    if not outcomes:
+        return 0
+    params = [{"k_delivery": delivery_id, "k_token": token,
+               **{f"v_{c}": values[c] for c in _OUTCOME_COLUMNS}}
+              for delivery_id, token, values in outcomes]
+    return int(conn.execute(_finish_many, params).rowcount)
 
 
 # --- reading the log -------------------------------------------------------------------------
@@ -278,13 +340,13 @@ def attempts_of(conn: Connection, delivery_ids: Sequence[str]) -> list[AnyRow]:
 
 # --- resend ---------------------------------------------------------------------------------
 
-def reopen(conn: Connection, *, event_id: str, target: str | None, now: datetime) -> int:
-    """Put an event's finished deliveries (or the one to `target`) back in the queue, with a
-    fresh retry window. Pending ones are left alone: they are on their way."""
+def reopen(conn: Connection, *, event_id: str, targets: Sequence[str], now: datetime) -> int:
+    """Put an event's finished deliveries to `targets` back in the queue, with a fresh
+    retry window. Pending ones are left alone: they are on their way."""
+    if not targets:
+        return 0
     w = webhook_deliveries.c
-    conditions = [w.event_id == event_id, w.status != "pending"]
-    if target is not None:
-        conditions.append(w.target == target)
+    conditions = [w.event_id == event_id, w.status != "pending", w.target.in_(list(targets))]
     stmt = (update(webhook_deliveries).where(*conditions)
             .values(status="pending", next_attempt_at=now, window_started_at=now,
                     completed_at=None, locked_until=None, lease_token=None, updated_at=now))

@@ -21,8 +21,8 @@ from kassa.accounts.schemas import Principal
 from kassa.config import Settings
 from kassa.context import ServiceContext
 from kassa.core import ids
-from kassa.core.signing import webhook_headers, webhook_secret
-from kassa.core.urls import UrlError
+from kassa.core.signing import webhook_secret
+from kassa.core.urls import UrlError, check_url
 from kassa.errors import EndpointNotFound, EventNotFound, ValidationError
 from kassa.webhooks import repository
 from kassa.webhooks.schemas import (
@@ -44,9 +44,13 @@ AnyRow = Mapping[Any, Any]
 # --- endpoints -------------------------------------------------------------------------------
 
 async def vet_url(ctx: ServiceContext, *, url: str, mode: str) -> str:
-    """A URL an endpoint may have: checked, in live mode with its DNS answer, now."""
+    """A URL an endpoint may have: checked now, in live mode with its DNS answer (test mode
+    takes any http(s) URL; a name that doesn't resolve fails its delivery attempts)."""
     try:
-        await check_target(url, live=mode == "live", resolver=ctx.resolver,
+        if mode != "live":
+            check_url(url, live=False, field="url")
+            return url
+        await check_target(url, live=True, resolver=ctx.resolver,
                            exempt=parse_networks(ctx.settings.webhook_allowed_networks))
     except UrlError as exc:
         raise ValidationError(str(exc), details=[{"field": "url", "message": str(exc)}]
@@ -97,6 +101,7 @@ def update_endpoint(conn: Connection, ctx: ServiceContext, *, principal: Princip
     values: dict[str, Any] = {"updated_at": ctx.clock.now()}
     if request.url is not None:
         values["url"] = request.url
+        repository.follow_endpoint(conn, endpoint_id=endpoint_id, url=request.url)
     if request.events is not None:
         values["event_types"] = orjson.dumps(request.events).decode()
     if "description" in request.model_fields_set:
@@ -173,10 +178,6 @@ def signing_secrets(ctx: ServiceContext, versions: AnyRow, now: datetime) -> lis
     return found
 
 
-def webhook_signature_headers(secrets: list[str], body: bytes, at: datetime) -> dict[str, str]:
-    return webhook_headers(secrets, body, int(at.timestamp()))
-
-
 def _secret_view(ctx: ServiceContext, account_id: str, versions: AnyRow, now: datetime
                  ) -> dict[str, Any]:
     until = versions["webhook_secret_previous_until"]
@@ -231,7 +232,7 @@ def retry_delay(settings: Settings, attempts_done: int) -> float:
 
 def outcome(settings: Settings, delivery: AnyRow, result: AttemptResult, now: datetime
             ) -> dict[str, Any]:
-    """The delivery row's new values after an attempt."""
+    """The delivery row's new values after an attempt (always the same keys)."""
     values: dict[str, Any] = {"last_status_code": result.status_code,
                               "last_error": result.error, "updated_at": now}
     if result.succeeded:
@@ -241,21 +242,31 @@ def outcome(settings: Settings, delivery: AnyRow, result: AttemptResult, now: da
         seconds=settings.webhook_give_up_seconds)
     if next_at > give_up_at:
         return {**values, "status": "failed", "completed_at": now, "next_attempt_at": None}
-    return {**values, "next_attempt_at": next_at}
+    return {**values, "status": "pending", "completed_at": None, "next_attempt_at": next_at}
 
 
-def record_attempt(conn: Connection, settings: Settings, *, delivery: AnyRow, lease_token: str,
-                   result: AttemptResult, attempted_at: datetime, worker: str,
-                   now: datetime) -> bool:
-    """Log the attempt and move the delivery on; False if another worker owns it now."""
-    repository.record_attempt(conn, {
-        "delivery_id": delivery["delivery_id"], "number": delivery["attempts"],
-        "url": result.url, "attempted_at": attempted_at, "status_code": result.status_code,
-        "latency_ms": result.latency_ms, "response_excerpt": result.response_excerpt,
-        "error": result.error, "worker": worker[:64],
-    })
-    return repository.finish(conn, delivery_id=delivery["delivery_id"], lease_token=lease_token,
-                             values=outcome(settings, delivery, result, now))
+@dataclass(frozen=True, slots=True)
+class FinishedAttempt:
+    delivery: AnyRow  # the row as claimed
+    lease_token: str
+    result: AttemptResult
+    attempted_at: datetime
+
+
+def record_attempts(conn: Connection, settings: Settings, attempts: Sequence[FinishedAttempt],
+                    *, worker: str, now: datetime) -> int:
+    """Log attempts and move their deliveries on, in one go; returns how many deliveries
+    were still ours (a lease that ran out belongs to whoever took it over)."""
+    repository.record_attempts(conn, [{
+        "delivery_id": a.delivery["delivery_id"], "number": a.delivery["attempts"],
+        "url": a.result.url, "attempted_at": a.attempted_at,
+        "status_code": a.result.status_code, "latency_ms": a.result.latency_ms,
+        "response_excerpt": a.result.response_excerpt, "error": a.result.error,
+        "worker": worker[:64],
+    } for a in attempts])
+    return repository.finish_many(conn, [
+        (a.delivery["delivery_id"], a.lease_token, outcome(settings, a.delivery, a.result, now))
+        for a in attempts])
 
 
 def give_up(conn: Connection, *, delivery: AnyRow, lease_token: str, reason: str,
@@ -263,6 +274,7 @@ def give_up(conn: Connection, *, delivery: AnyRow, lease_token: str, reason: str
     """A delivery that can't be attempted any more (its endpoint was disabled or deleted)."""
     return repository.finish(conn, delivery_id=delivery["delivery_id"], lease_token=lease_token,
                              values={"status": "failed", "last_error": reason[:300],
+                                     "last_status_code": None,
                                      "completed_at": now, "updated_at": now,
                                      "next_attempt_at": None})
 
@@ -349,27 +361,32 @@ def resend(conn: Connection, ctx: ServiceContext, *, principal: Principal, event
            endpoint_id: str | None) -> dict[str, Any]:
     """Send an event again: its finished deliveries (or only the one to `endpoint_id`) go
     back in the queue with a fresh 3-day window. A target it has no delivery for yet (an
-    endpoint made later, an event from before webhooks) gets one."""
+    endpoint made later, an event from before webhooks) gets one. Endpoints since disabled
+    or deleted are left out."""
     event = _event(conn, principal, event_id)
     now = ctx.clock.now()
-    existing = {d["target"] for d in repository.deliveries_of_events(conn, [event_id])}
+    deliveries = repository.deliveries_of_events(conn, [event_id])
+    existing = {d["target"] for d in deliveries}
     if endpoint_id is not None:
         endpoint = _endpoint(conn, principal, endpoint_id)
         if endpoint["status"] != "enabled":
             raise ValidationError(f"Webhook endpoint {endpoint_id} is disabled; enable it "
                                   "first", endpoint_id=endpoint_id)
+        targets = [endpoint_id]
         new = [] if endpoint_id in existing else [
             _delivery(event, target=endpoint_id, url=endpoint["url"], now=now)]
     else:
         endpoints = repository.enabled_endpoints(conn, [(principal.account_id, principal.mode)])
+        enabled = {ep["endpoint_id"] for ep in endpoints}
+        targets = [t for t in existing if t == CALLBACK or t in enabled]
         new = [d for d in _deliveries_for(event, endpoints, now) if d["target"] not in existing]
-    if not existing and not new:
-        raise ValidationError(f"Event {event_id} has no callback_url and no enabled endpoint "
-                              "wants it: there is nowhere to send it", event_id=event_id)
-    repository.reopen(conn, event_id=event_id, target=endpoint_id, now=now)
+        if not targets and not new:
+            raise ValidationError(f"Event {event_id} has no callback_url and no enabled "
+                                  "endpoint wants it: there is nowhere to send it",
+                                  event_id=event_id)
+    repository.reopen(conn, event_id=event_id, targets=targets, now=now)
     repository.insert_deliveries(conn, new)
     repository.mark_fanned_out(conn, [event_id])
-    deliveries = repository.deliveries_of_events(conn, [event_id])
-    if endpoint_id is not None:
-        deliveries = [d for d in deliveries if d["target"] == endpoint_id]
-    return {"event_id": event_id, "deliveries": _render_deliveries(conn, deliveries)}
+    wanted = set(targets) | {d["target"] for d in new}
+    rows = [d for d in repository.deliveries_of_events(conn, [event_id]) if d["target"] in wanted]
+    return {"event_id": event_id, "deliveries": _render_deliveries(conn, rows)}

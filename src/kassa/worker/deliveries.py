@@ -12,7 +12,9 @@ dead receiver never holds up the others.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import httpx
 from sqlalchemy import Connection
 
 from kassa.context import ServiceContext
+from kassa.core.signing import webhook_headers
 from kassa.db.database import Database
 from kassa.webhooks import repository
 from kassa.webhooks import service as webhooks
@@ -45,6 +48,49 @@ class Claimed:
     secrets: list[str]
 
 
+class AttemptRecorder:
+    """Group commit for attempt outcomes: attempts that finish while a batch is being
+    written go together in the next one (one transaction, two statements), instead of a
+    transaction each. `record` returns once its attempt is committed."""
+
+    def __init__(self, db: Database, ctx: ServiceContext, *, name: str) -> None:
+        self.db = db
+        self.ctx = ctx
+        self.name = name
+        self.pending: list[tuple[webhooks.FinishedAttempt, asyncio.Future[None]]] = []
+        self.flushing: asyncio.Task[None] | None = None
+
+    async def record(self, attempt: webhooks.FinishedAttempt) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((attempt, done))
+        if self.flushing is None:
+            self.flushing = asyncio.create_task(self._flush())
+        await done
+
+    def _write(self, attempts: list[webhooks.FinishedAttempt], conn: Connection) -> int:
+        return webhooks.record_attempts(conn, self.ctx.settings, attempts, worker=self.name,
+                                        now=self.ctx.clock.now())
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    kept = await self.db.write(functools.partial(
+                        self._write, [a for a, _ in batch]))
+                except Exception as exc:
+                    for _, done in batch:
+                        done.set_exception(exc)
+                    continue
+                if kept < len(batch):
+                    log.warning("%d deliveries: lease lost during the attempt",
+                                len(batch) - kept)
+                for _, done in batch:
+                    done.set_result(None)
+        finally:
+            self.flushing = None
+
+
 class Deliverer:
     def __init__(self, db: Database, ctx: ServiceContext, *, name: str) -> None:
         self.db = db
@@ -61,6 +107,7 @@ class Deliverer:
         self.per_url: Counter[str] = Counter()
         self.wake = asyncio.Event()
         self.sent = 0
+        self.recorder = AttemptRecorder(db, ctx, name=name)
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         poll = self.ctx.settings.worker_poll_seconds
@@ -94,9 +141,14 @@ class Deliverer:
     async def run_once(self) -> bool:
         """One round of fan-out and claiming; True if it found work (run again at once)."""
         s = self.ctx.settings
-        free = s.webhook_max_in_flight - len(self.in_flight)
+        # At most a URL's cap a round: a claim of more than that, all to one URL, would
+        # mostly be handed back (row churn that slows every later claim).
+        free = min(s.webhook_max_in_flight - len(self.in_flight),
+                   s.webhook_max_in_flight_per_url)
         busy_urls = [u for u, n in self.per_url.items() if n >= s.webhook_max_in_flight_per_url]
         now = self.ctx.clock.now()
+        if not await self.db.read(lambda conn: repository.has_work(conn, now=now)):
+            return False
 
         def unit(conn: Connection) -> tuple[int, list[Claimed]]:
             fanned = webhooks.fan_out(conn, now=now, limit=FANOUT_BATCH)
@@ -105,16 +157,27 @@ class Deliverer:
             token, rows = repository.claim_due(conn, now=now, limit=free,
                                                lease_seconds=s.webhook_lease_seconds,
                                                busy_urls=busy_urls)
-            return fanned, self._prepare(conn, token, rows)
+            # The claim caps nothing per URL inside one batch: hand back what would put
+            # more than the cap in flight to one URL (after an outage, many are due at once).
+            counts = Counter(self.per_url)
+            kept: list[Any] = []
+            extra: list[Any] = []
+            for row in rows:
+                counts[row["url"]] += 1
+                (kept if counts[row["url"]] <= s.webhook_max_in_flight_per_url
+                 else extra).append(row)
+            repository.unclaim(conn, delivery_ids=[r["delivery_id"] for r in extra],
+                               lease_token=token)
+            return fanned, self._prepare(conn, token, kept)
 
         fanned, claimed = await self.db.write(unit)
         for job in claimed:
-            url = job.url or job.delivery["url"]
+            url = job.delivery["url"]
             self.per_url[url] += 1
             task = asyncio.create_task(self._deliver(job, url))
             self.in_flight.add(task)
             task.add_done_callback(self._done)
-        return fanned > 0 or len(claimed) == free > 0
+        return fanned > 0 or (free > 0 and len(claimed) == free)
 
     def _prepare(self, conn: Connection, token: str, rows: list[Any]) -> list[Claimed]:
         if not rows:
@@ -126,12 +189,11 @@ class Deliverer:
             conn, (r["target"] for r in rows if r["target"] != CALLBACK))
         claimed = []
         for r in rows:
-            url: str | None = r["url"]
+            url: str | None = r["url"]  # an endpoint's pending deliveries follow its URL
             if r["target"] != CALLBACK:
                 ep = endpoints.get(r["target"])
-                # An endpoint's deliveries follow it: its current URL, nothing once disabled.
-                url = (ep["url"] if ep is not None and ep["status"] == "enabled"
-                       and ep["deleted_at"] is None else None)
+                if ep is None or ep["status"] != "enabled" or ep["deleted_at"] is not None:
+                    url = None  # nothing more once disabled or deleted
             payload = payloads[r["event_id"]]
             claimed.append(Claimed(
                 delivery=r, lease_token=token, url=url,
@@ -161,7 +223,8 @@ class Deliverer:
                 "X-Event-Type": job.event_type,
                 "X-Delivery-Id": d["delivery_id"],
                 "X-Delivery-Attempt": str(d["attempts"]),
-                **webhooks.webhook_signature_headers(job.secrets, job.body, attempted_at),
+                # The receiver checks t against its own clock: real time, always.
+                **webhook_headers(job.secrets, job.body, int(time.time())),
             }
             result = await post_event(
                 self.client, url, body=job.body, headers=headers, live=d["mode"] == "live",
@@ -171,12 +234,9 @@ class Deliverer:
                 self.sent += 1
             log.debug("delivery %s attempt %s -> %s %s", d["delivery_id"], d["attempts"],
                       result.status_code, result.error or "")
-            settings = self.ctx.settings
-            kept = await self.db.write(lambda conn: webhooks.record_attempt(
-                conn, settings, delivery=d, lease_token=job.lease_token, result=result,
-                attempted_at=attempted_at, worker=self.name, now=self.ctx.clock.now()))
-            if not kept:
-                log.warning("delivery %s: lease lost during the attempt", d["delivery_id"])
+            await self.recorder.record(webhooks.FinishedAttempt(
+                delivery=d, lease_token=job.lease_token, result=result,
+                attempted_at=attempted_at))
         finally:
             self.per_url[url] -= 1
             if self.per_url[url] <= 0:

@@ -65,8 +65,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_deliveries_due', ['next_attempt_at'], unique=False, sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
-        batch_op.create_index('ix_deliveries_object', ['account_id', 'mode', 'object_id', 'target', 'sequence'], unique=False)
-        batch_op.create_index(batch_op.f('ix_webhook_deliveries_account_id_mode_target_created_at'), ['account_id', 'mode', 'target', 'created_at'], unique=False)
+        batch_op.create_index('ix_deliveries_object_pending', ['object_id', 'target', 'sequence'], unique=False, sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
+        batch_op.create_index(batch_op.f('ix_webhook_deliveries_target_created_at'), ['target', 'created_at'], unique=False)
 
     op.create_table('webhook_endpoints',
     sa.Column('endpoint_id', sa.String(length=40), nullable=False),
@@ -112,8 +112,8 @@ def downgrade() -> None:
 
     op.drop_table('webhook_endpoints')
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_webhook_deliveries_account_id_mode_target_created_at'))
-        batch_op.drop_index('ix_deliveries_object')
+        batch_op.drop_index(batch_op.f('ix_webhook_deliveries_target_created_at'))
+        batch_op.drop_index('ix_deliveries_object_pending', sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
         batch_op.drop_index('ix_deliveries_due', sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'"))
 
     op.drop_table('webhook_deliveries')
