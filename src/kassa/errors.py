@@ -11,6 +11,7 @@
     │   ├── RefundNotAllowed         400 refund_not_allowed
     │   └── AlreadyRefunded          400 already_refunded
     ├── AuthError                    401 invalid_credentials
+    ├── LiveKeyRequired              403 live_key_required: use the live key for this
     ├── NotFound                     404 task_not_found / order_not_found /
     │                                    worker_not_found / endpoint_not_found /
     │                                    event_not_found / not_found
@@ -77,6 +78,11 @@ class AlreadyRefunded(ClientError):
 class AuthError(KassaError):
     code = "invalid_credentials"
     http_status = 401
+
+
+class LiveKeyRequired(KassaError):
+    code = "live_key_required"
+    http_status = 403
 
 
 class NotFound(KassaError):

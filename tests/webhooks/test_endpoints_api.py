@@ -5,17 +5,21 @@ filtering, what a delivery looks like, and which calls need X-API-Secret."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import string
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from kassa.webhooks import service as webhooks
+from tests.conftest import require_postgres
 from tests.support.factories import assert_error, new_task, pay
-from tests.support.harness import KassaServer, Merchant
+from tests.support.harness import KassaServer, Merchant, fresh_postgres_database, make_settings
 from tests.support.processes import wait_until
 from tests.support.receivers import Received, Receiver
 
@@ -598,6 +602,64 @@ def test_test_mode_registers_names_without_resolving_them(server: KassaServer,
     assert_error(merchant.live.post(ENDPOINTS, json={"url": url}), 400, "validation_error")
 
 
+def test_ids_in_the_path_that_kassa_never_made_are_404s(server: KassaServer,
+                                                       merchant: Merchant) -> None:
+    """NUL bytes, huge or odd ids in the path: a clean 404 (never a database error), with
+    the id cut short in the answer."""
+    client = merchant.test
+    for bad in ("%00", "we_%00", "we_" + "0" * 19 + "%00", "x" * 5000, "WE_ABC", "we_../x"):
+        for r in (client.get(f"{ENDPOINTS}/{bad}"),
+                  client.patch(f"{ENDPOINTS}/{bad}", json={"status": "disabled"}),
+                  client.delete(f"{ENDPOINTS}/{bad}"),
+                  client.get(f"{ENDPOINTS}/{bad}/deliveries")):
+            if r.status_code == 404 and r.json()["error"]["code"] == "not_found":
+                continue  # no route matched at all ("/" in the id): also a 404
+            error = assert_error(r, 404, "endpoint_not_found")
+            assert len(error["endpoint_id"]) <= 40
+        for r in (client.get(f"{EVENTS}/{bad}"),
+                  client.post(f"{EVENTS}/{bad}/resend", json={})):
+            if r.status_code == 404 and r.json()["error"]["code"] == "not_found":
+                continue
+            error = assert_error(r, 404, "event_not_found")
+            assert len(error["event_id"]) <= 40
+
+
+def test_a_resend_to_one_endpoint_leaves_the_fan_out_to_the_others(backend: str,
+                                                                   tmp_path: Path) -> None:
+    """Resending an event the worker has not fanned out yet, to one endpoint, must not
+    stop its callback_url and other endpoints from getting it."""
+    with contextlib.ExitStack() as stack:
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path / 'k.sqlite3'}"
+        else:  # its own database: the session's servers run workers that would fan out
+            require_postgres()
+            url = stack.enter_context(fresh_postgres_database())
+        srv = KassaServer(make_settings(tmp_path, url), run_worker=False).start()
+        stack.callback(srv.stop)
+        _resend_to_one_before_the_fan_out(srv)
+
+
+def _resend_to_one_before_the_fan_out(srv: KassaServer) -> None:
+    merchant = srv.merchant()
+    client = merchant.test
+    one = create(client, "http://127.0.0.1:9/one")["endpoint_id"]
+    other = create(client, "http://127.0.0.1:9/other")["endpoint_id"]
+    r = pay(client, new_task(client), callback_url="http://127.0.0.1:9/callback")
+    assert r.status_code == 201, r.text
+    (event,) = list_events(client, object_id=r.json()["order_id"])["data"]
+    assert event["deliveries"] == []  # no worker: not fanned out yet
+
+    r = client.post(f"{EVENTS}/{event['event_id']}/resend", json={"endpoint_id": one})
+    assert r.status_code == 200, r.text
+    assert [d["endpoint_id"] for d in r.json()["deliveries"]] == [one]
+    # The fan-out (what the worker runs) still makes the other targets' deliveries.
+    made = srv.db.write_sync(lambda conn: webhooks.fan_out(
+        conn, now=srv.ctx.clock.now(), limit=100))
+    assert made == 1
+    targets = {d["endpoint_id"] for d in get_event(client, event["event_id"])["deliveries"]}
+    assert targets == {one, other, None}
+
+
 # --- what is sent where ---------------------------------------------------------------------------
 
 def test_endpoints_receive_only_the_event_types_they_want(server: KassaServer,
@@ -613,12 +675,17 @@ def test_endpoints_receive_only_the_event_types_they_want(server: KassaServer,
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "completed"
         got = everything.wait_for_events(4)
-        assert [g.json["event"] for g in got] == [
-            "payment.created", "payment.completed", "refund.created", "refund.completed"]
+        # In order per object (the order's, the refund's); objects don't wait for each other.
+        by_object: dict[str, list[str]] = {}
+        for g in got:
+            by_object.setdefault(g.json["event"].split(".")[0], []).append(g.json["event"])
+        assert by_object == {"payment": ["payment.created", "payment.completed"],
+                             "refund": ["refund.created", "refund.completed"]}
         (only,) = refunds.wait_for(lambda rs: len(rs) >= 1)
         time.sleep(QUIET)
         assert [r.json["event"] for r in refunds.received()] == ["refund.completed"]
-        assert only.body == got[3].body
+        (completed,) = [g for g in got if g.json["event"] == "refund.completed"]
+        assert only.body == completed.body
         log = client.get(f"{ENDPOINTS}/{refunds_id}/deliveries").json()["data"]
         assert [d["event"] for d in log] == ["refund.completed"]
     finally:
@@ -686,6 +753,7 @@ def test_reads_need_the_key_and_writes_the_secret_too(server: KassaServer,
     # Nothing was changed.
     assert listed(merchant.test) == [made]
     assert get_event(merchant.test, event_id)["deliveries"] == []
-    r = merchant.test.get("/api/v1/webhooks/secret")
+    r = merchant.live.get("/api/v1/webhooks/secret")
     assert r.status_code == 200 and r.json()["webhook_secret"] == merchant.account.webhook_secret
+    assert_error(merchant.test.get("/api/v1/webhooks/secret"), 403, "live_key_required")
     delete(merchant.test, endpoint_id)

@@ -428,7 +428,9 @@ FAILED = AttemptResult(url="https://merchant.example.com/hook", status_code=503,
 
 
 def delivery_row(attempts: int, window_started_at: datetime) -> dict[str, Any]:
-    return {"attempts": attempts, "window_started_at": window_started_at}
+    """A delivery's first window: every attempt so far was made in it."""
+    return {"attempts": attempts, "window_attempts": attempts,
+            "window_started_at": window_started_at}
 
 
 def test_default_retry_schedule_delays() -> None:

@@ -444,26 +444,30 @@ def v1_values(header: str) -> list[str]:
 def test_secret_rotation_signs_with_both_secrets_during_the_grace_period(
         server: KassaServer, merchant: Merchant) -> None:
     old = merchant.account.webhook_secret
-    assert get_secret(merchant.test) == {"webhook_secret": old,
+    assert get_secret(merchant.live) == {"webhook_secret": old,
                                          "previous_secret_expires_at": None}
     # Reading or rotating the secret needs X-API-Secret.
-    with server.client(merchant.test_key) as key_only:
+    with server.client(merchant.live_key) as key_only:
         assert_error(key_only.get("/api/v1/webhooks/secret"), 401, "invalid_credentials")
         assert_error(key_only.post("/api/v1/webhooks/secret/rotate", json={}), 401,
                      "invalid_credentials")
-    assert get_secret(merchant.test)["webhook_secret"] == old
+    assert get_secret(merchant.live)["webhook_secret"] == old
+    # The secret signs live deliveries too: test keys may neither read nor rotate it.
+    assert_error(merchant.test.get("/api/v1/webhooks/secret"), 403, "live_key_required")
+    assert_error(merchant.test.post("/api/v1/webhooks/secret/rotate", json={}), 403,
+                 "live_key_required")
 
     receiver = Receiver().up()
     endpoint_id = add_endpoint(merchant.test, receiver.url)
     try:
-        rotated = rotate(merchant.test, 3600)
+        rotated = rotate(merchant.live, 3600)
         new = rotated["webhook_secret"]
         assert new.startswith("whsec_") and new != old
         until = datetime.fromisoformat(rotated["previous_secret_expires_at"])
         # Grace is business time: the server clock (some tests move the shared one on).
         expected = server.ctx.clock.now() + timedelta(seconds=3600)
         assert abs(until - expected) < timedelta(seconds=60)
-        assert get_secret(merchant.test) == rotated
+        assert get_secret(merchant.live) == rotated
         # Each mode reads the account's one secret.
         assert get_secret(merchant.live)["webhook_secret"] == new
 
@@ -483,10 +487,10 @@ def test_secret_rotation_signs_with_both_secrets_during_the_grace_period(
             assert not verify_v2(body, h["x-signature-v2"], WRONG_SECRET)
 
         # No grace: only the newest secret signs, from the next delivery on.
-        newest = rotate(merchant.test, 0)
+        newest = rotate(merchant.live, 0)
         assert newest["previous_secret_expires_at"] is None
         assert newest["webhook_secret"] not in {old, new}
-        assert get_secret(merchant.test) == newest
+        assert get_secret(merchant.live) == newest
         before = len(receiver.received())
         paid_order(server, merchant.test)
         got = receiver.wait_for(lambda rs: len(rs) >= before + 2)[before:]

@@ -178,6 +178,10 @@ def test_test_mode_allows_http_and_loopback(ssrf: tuple[KassaServer, FakeDNS],
         delete(live_merchant.test, r.json()["endpoint_id"])
     # Still a URL, though.
     assert_error(create(live_merchant.test, "ftp://127.0.0.1/"), 400, "validation_error")
+    # And never the operator's network or a metadata service, in any spelling.
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/",
+                "http://2852039166/", "http://[::ffff:a9fe:a9fe]/", "http://192.168.0.1/"):
+        assert_error(create(live_merchant.test, url), 400, "validation_error")
 
 
 class Listener:
@@ -284,11 +288,25 @@ def test_check_target_refuses_in_live_mode(url: str) -> None:
     ("http://127.1/", "127.0.0.1"),
     ("http://[::1]:9/", "::1"),
     ("http://[::ffff:7f00:1]/", "127.0.0.1"),
-    ("https://internal.example/", "10.1.2.3"),
     ("http://public.example/", PUBLIC),
 ])
 def test_check_target_allows_loopback_and_http_in_test_mode(url: str, address: str) -> None:
     assert check(url, live=False).address == address
+
+
+@pytest.mark.parametrize("url", [
+    "https://internal.example/",  # resolves to 10.1.2.3
+    "http://10.0.0.1/", "http://192.168.1.1/", "http://169.254.169.254/latest/meta-data/",
+    "http://100.100.100.200/", "http://0xa9fe.0xa9fe/", "http://[::ffff:10.0.0.1]/",
+    "http://[::ffff:a9fe:a9fe]/", "http://[fe80::1]/", "http://[fc00::1]/",
+])
+def test_check_target_refuses_private_and_metadata_addresses_in_test_mode_too(url: str
+                                                                            ) -> None:
+    """Test keys are easy to come by (the demo's are published): test mode may reach the
+    merchant's own machine (loopback) and public addresses, never the operator's network
+    or a cloud's metadata service."""
+    with pytest.raises(UrlError):
+        check(url, live=False)
 
 
 def test_check_target_sends_to_the_resolved_address() -> None:

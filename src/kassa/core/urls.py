@@ -64,8 +64,9 @@ def check_url(url: str, *, live: bool, field: str) -> str:
     del port
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise UrlError(f"{field} must be an absolute http(s) URL")
-    if any(c.isspace() for c in url) or parts.username or parts.password:
-        raise UrlError(f"{field} must not contain spaces or credentials")
+    if (any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url)
+            or parts.username or parts.password):
+        raise UrlError(f"{field} must not contain spaces, control characters or credentials")
     if live:
         if parts.scheme != "https":
             raise UrlError(f"{field} must use https in live mode")

@@ -339,6 +339,7 @@ webhook_deliveries = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", UTCDateTime, nullable=True),
     Column("window_started_at", UTCDateTime, nullable=False),  # retries stop 3 days after
+    Column("window_attempts", Integer, nullable=False, server_default="0"),  # since then
     Column("locked_until", UTCDateTime, nullable=True),
     Column("lease_token", String(32), nullable=True),
     Column("last_status_code", Integer, nullable=True),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import Connection
 
-from kassa.errors import EndpointNotFound, EventNotFound
+from kassa.errors import EndpointNotFound, EventNotFound, LiveKeyRequired
 from kassa.http.api import Api, Call, Unit, UnitResult
 from kassa.webhooks import service
 from kassa.webhooks.schemas import (
@@ -28,6 +30,22 @@ from kassa.webhooks.schemas import (
 api = Api()
 TAGS = ("webhooks",)
 ENDPOINT = "/api/v1/webhooks/endpoints/{endpoint_id}"
+_ID = re.compile(r"[a-z]{2,3}_[0-9a-f]{20}")  # we_…, evt_…: what Kassa hands out
+
+
+def _endpoint_id(call: Call) -> str:
+    endpoint_id: str = call.request.path_params["endpoint_id"]
+    if not _ID.fullmatch(endpoint_id) or not endpoint_id.startswith("we_"):
+        raise EndpointNotFound(f"Webhook endpoint {endpoint_id[:40]} doesn't exist",
+                               endpoint_id=endpoint_id[:40])
+    return endpoint_id
+
+
+def _event_id(call: Call) -> str:
+    event_id: str = call.request.path_params["event_id"]
+    if not _ID.fullmatch(event_id) or not event_id.startswith("evt_"):
+        raise EventNotFound(f"Event {event_id[:40]} doesn't exist", event_id=event_id[:40])
+    return event_id
 
 
 @api.post("/api/v1/webhooks/endpoints", summary="Create a webhook endpoint", body=EndpointCreate,
@@ -54,7 +72,7 @@ def list_endpoints(call: Call) -> Unit:
 @api.get(ENDPOINT, summary="Get a webhook endpoint", response=Endpoint,
          errors=(EndpointNotFound,), tags=TAGS)
 def get_endpoint(call: Call) -> Unit:
-    endpoint_id: str = call.request.path_params["endpoint_id"]
+    endpoint_id = _endpoint_id(call)
     return lambda conn: (200, service.get_endpoint(conn, principal=call.principal,
                                                    endpoint_id=endpoint_id))
 
@@ -65,7 +83,7 @@ async def update_endpoint(call: Call) -> Unit:
     """Change the URL, the event types, the description or the status (`disabled`: its
     pending deliveries stop, and it gets no new ones)."""
     request: EndpointUpdate = call.body
-    endpoint_id: str = call.request.path_params["endpoint_id"]
+    endpoint_id = _endpoint_id(call)
     if request.url is not None:
         await service.vet_url(call.ctx, url=request.url, mode=call.principal.mode)
 
@@ -78,7 +96,7 @@ async def update_endpoint(call: Call) -> Unit:
 @api.post(ENDPOINT, summary="Delete a webhook endpoint", body=NoBody, response=Deleted,
           errors=(EndpointNotFound,), tags=TAGS, method="DELETE")
 def delete_endpoint(call: Call) -> Unit:
-    endpoint_id: str = call.request.path_params["endpoint_id"]
+    endpoint_id = _endpoint_id(call)
     return lambda conn: (200, service.delete_endpoint(conn, call.ctx, principal=call.principal,
                                                       endpoint_id=endpoint_id))
 
@@ -88,7 +106,7 @@ def delete_endpoint(call: Call) -> Unit:
 def endpoint_deliveries(call: Call) -> Unit:
     """Newest first, each with every attempt (time, status code, latency, first bytes of
     the reply)."""
-    endpoint_id: str = call.request.path_params["endpoint_id"]
+    endpoint_id = _endpoint_id(call)
     return lambda conn: (200, service.endpoint_deliveries(
         conn, principal=call.principal, endpoint_id=endpoint_id, query=call.query))
 
@@ -105,7 +123,7 @@ def list_events(call: Call) -> Unit:
 @api.get("/api/v1/webhooks/events/{event_id}", summary="Get an event and its delivery log",
          response=Event, errors=(EventNotFound,), tags=TAGS)
 def get_event(call: Call) -> Unit:
-    event_id: str = call.request.path_params["event_id"]
+    event_id = _event_id(call)
     return lambda conn: (200, service.get_event(conn, principal=call.principal,
                                                 event_id=event_id))
 
@@ -116,7 +134,7 @@ def get_event(call: Call) -> Unit:
 def resend_event(call: Call) -> Unit:
     """Queue the event again, byte for byte (same event_id), to every target or to one
     endpoint; retried on the usual schedule from now."""
-    event_id: str = call.request.path_params["event_id"]
+    event_id = _event_id(call)
     request: ResendRequest = call.body
     return lambda conn: (200, service.resend(conn, call.ctx, principal=call.principal,
                                              event_id=event_id,
@@ -124,14 +142,16 @@ def resend_event(call: Call) -> Unit:
 
 
 @api.get("/api/v1/webhooks/secret", summary="Get the webhook signing secret",
-         response=WebhookSecret, tags=TAGS, need_secret=True)
+         response=WebhookSecret, errors=(LiveKeyRequired,), tags=TAGS, need_secret=True)
 def get_secret(call: Call) -> Unit:
-    """The secret the X-Signature headers are made with (needs X-API-Secret)."""
+    """The secret the X-Signature headers are made with, in both modes (live key and
+    X-API-Secret only)."""
     return lambda conn: (200, service.get_secret(conn, call.ctx, principal=call.principal))
 
 
 @api.post("/api/v1/webhooks/secret/rotate", summary="Rotate the webhook signing secret",
-          body=RotateSecretRequest, response=WebhookSecret, tags=TAGS)
+          body=RotateSecretRequest, response=WebhookSecret, errors=(LiveKeyRequired,),
+          tags=TAGS)
 def rotate_secret(call: Call) -> Unit:
     """A new secret signs from now on. During the grace period (default 24 h) the old one
     signs too: X-Signature-V2 carries both `v1=` signatures and X-Signature-Previous the

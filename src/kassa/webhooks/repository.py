@@ -178,9 +178,10 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, lease_seconds: flo
     stmt = (update(webhook_deliveries)
             .where(w.delivery_id.in_(due.scalar_subquery()))
             .values(locked_until=now + timedelta(seconds=lease_seconds), lease_token=token,
-                    attempts=w.attempts + 1, updated_at=now)
+                    attempts=w.attempts + 1, window_attempts=w.window_attempts + 1,
+                    updated_at=now)
             .returning(w.delivery_id, w.event_id, w.account_id, w.mode, w.target, w.url,
-                       w.attempts, w.window_started_at))
+                       w.attempts, w.window_attempts, w.window_started_at))
     return token, [r._mapping for r in conn.execute(stmt)]
 
 
@@ -191,7 +192,8 @@ def unclaim(conn: Connection, *, delivery_ids: list[str], lease_token: str) -> N
         w = webhook_deliveries.c
         conn.execute(update(webhook_deliveries)
                      .where(w.delivery_id.in_(delivery_ids), w.lease_token == lease_token)
-                     .values(locked_until=None, lease_token=None, attempts=w.attempts - 1))
+                     .values(locked_until=None, lease_token=None, attempts=w.attempts - 1,
+                             window_attempts=w.window_attempts - 1))
 
 
 def follow_endpoint(conn: Connection, *, endpoint_id: str, url: str) -> None:
@@ -349,6 +351,7 @@ def reopen(conn: Connection, *, event_id: str, targets: Sequence[str], now: date
     conditions = [w.event_id == event_id, w.status != "pending", w.target.in_(list(targets))]
     stmt = (update(webhook_deliveries).where(*conditions)
             .values(status="pending", next_attempt_at=now, window_started_at=now,
+                    window_attempts=0,
                     completed_at=None, locked_until=None, lease_token=None, updated_at=now))
     return conn.execute(stmt).rowcount
 

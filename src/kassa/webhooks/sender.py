@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urljoin
 
 import httpx
@@ -20,24 +21,42 @@ from kassa.webhooks.ssrf import Network, Resolver, Target, check_target
 
 MAX_REDIRECTS = 3
 EXCERPT_BYTES = 512
+ERROR_CHARS = 300  # the width of the attempt's error column
 _REDIRECTS = {301, 302, 303, 307, 308}
+
+
+def delivery_client(*, timeout: float, max_in_flight: int,
+                    transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The HTTP client deliveries go out on: no redirects of its own (post_event checks
+    each hop), no proxies from the environment, and no cookie jar: requests go to
+    addresses, and one receiver's cookies must never reach another merchant's receiver
+    on the same address."""
+    return httpx.AsyncClient(
+        follow_redirects=False, verify=True, trust_env=False,
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        timeout=httpx.Timeout(timeout), transport=transport,
+        limits=httpx.Limits(max_connections=max_in_flight * 2,
+                            max_keepalive_connections=max_in_flight))
 
 
 def _request(client: httpx.AsyncClient, target: Target, body: bytes,
              headers: dict[str, str]) -> httpx.Request:
     url = httpx.URL(target.url)
+    host = url.raw_host.decode("ascii")  # IDNA (punycode) form of a non-ASCII name
     default_port = 443 if target.scheme == "https" else 80
-    host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
-    if ":" in target.host:  # IPv6 literal
-        host_header = (f"[{target.host}]" if target.port == default_port
-                       else f"[{target.host}]:{target.port}")
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    host_header = host if target.port == default_port else f"{host}:{target.port}"
     extensions = {}
-    send_headers = {**headers, "Host": host_header}
+    send_headers = {**headers, "Host": host_header,
+                    # Only the first bytes of the reply are kept: never let a small
+                    # compressed reply unpack into megabytes.
+                    "Accept-Encoding": "identity"}
     if target.scheme == "https":
         # TLS is checked against the name in the URL, while the connection goes to the
         # checked address; no keep-alive, so a pooled connection is never reused for
         # another name on the same address.
-        extensions["sni_hostname"] = target.host
+        extensions["sni_hostname"] = url.raw_host.decode("ascii")
         send_headers["Connection"] = "close"
     return client.build_request("POST", url.copy_with(host=target.address), content=body,
                                 headers=send_headers, extensions=extensions)
@@ -48,10 +67,14 @@ async def _post(client: httpx.AsyncClient, target: Target, body: bytes,
     response = await client.send(_request(client, target, body, headers), stream=True)
     try:
         excerpt = b""
-        async for chunk in response.aiter_bytes():
-            excerpt += chunk
-            if len(excerpt) >= EXCERPT_BYTES:
-                break
+        try:
+            # Raw bytes: a compressed reply is kept compressed, never unpacked.
+            async for chunk in response.aiter_raw():
+                excerpt += chunk
+                if len(excerpt) >= EXCERPT_BYTES:
+                    break
+        except httpx.StreamConsumed:  # a reply already in memory (a test transport)
+            excerpt = response.content[:EXCERPT_BYTES]
         return response.status_code, excerpt[:EXCERPT_BYTES], response.headers.get("location")
     finally:
         await response.aclose()
@@ -83,9 +106,11 @@ async def post_event(client: httpx.AsyncClient, url: str, *, body: bytes,
     except UrlError as exc:
         error = f"refused: {exc}"
     except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"[:300] if str(exc) else type(exc).__name__
-    except OSError as exc:
-        error = f"{type(exc).__name__}: {exc}"[:300]
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    except Exception as exc:  # whatever it was, it is this attempt's failure
+        # (a URL httpx can't send, a Location header that isn't a URL, ...): recorded and
+        # retried like any other, never an escape that would leave the delivery leased.
+        error = f"{type(exc).__name__}: {exc}"
     if error is None and status is not None and not 200 <= status < 300:
         error = f"HTTP {status}"
     return AttemptResult(
@@ -93,5 +118,5 @@ async def post_event(client: httpx.AsyncClient, url: str, *, body: bytes,
         status_code=status,
         latency_ms=int((time.perf_counter() - started) * 1000),
         response_excerpt=None if excerpt is None else excerpt.decode("utf-8", "replace"),
-        error=error,
+        error=None if error is None else error[:ERROR_CHARS],
     )

@@ -22,8 +22,8 @@ from kassa.config import Settings
 from kassa.context import ServiceContext
 from kassa.core import ids
 from kassa.core.signing import webhook_secret
-from kassa.core.urls import UrlError, check_url
-from kassa.errors import EndpointNotFound, EventNotFound, ValidationError
+from kassa.core.urls import UrlError
+from kassa.errors import EndpointNotFound, EventNotFound, LiveKeyRequired, ValidationError
 from kassa.webhooks import repository
 from kassa.webhooks.schemas import (
     ALL_EVENTS,
@@ -36,7 +36,7 @@ from kassa.webhooks.schemas import (
     render_delivery,
     render_endpoint,
 )
-from kassa.webhooks.ssrf import check_target, parse_networks
+from kassa.webhooks.ssrf import check_literal, check_target, parse_networks
 
 AnyRow = Mapping[Any, Any]
 
@@ -46,12 +46,12 @@ AnyRow = Mapping[Any, Any]
 async def vet_url(ctx: ServiceContext, *, url: str, mode: str) -> str:
     """A URL an endpoint may have: checked now, in live mode with its DNS answer (test mode
     takes any http(s) URL; a name that doesn't resolve fails its delivery attempts)."""
+    exempt = parse_networks(ctx.settings.webhook_allowed_networks)
     try:
         if mode != "live":
-            check_url(url, live=False, field="url")
+            check_literal(url, live=False, exempt=exempt)
             return url
-        await check_target(url, live=True, resolver=ctx.resolver,
-                           exempt=parse_networks(ctx.settings.webhook_allowed_networks))
+        await check_target(url, live=True, resolver=ctx.resolver, exempt=exempt)
     except UrlError as exc:
         raise ValidationError(str(exc), details=[{"field": "url", "message": str(exc)}]
                               ) from exc
@@ -134,7 +134,7 @@ def _delivery(event: AnyRow, *, target: str, url: str, now: datetime) -> dict[st
         "account_id": event["account_id"], "mode": event["mode"], "target": target,
         "url": url, "object_id": event["object_id"], "sequence": event["sequence"],
         "status": "pending", "attempts": 0, "next_attempt_at": now,
-        "window_started_at": now, "created_at": now, "updated_at": now,
+        "window_started_at": now, "window_attempts": 0, "created_at": now, "updated_at": now,
     }
 
 
@@ -190,8 +190,17 @@ def _secret_view(ctx: ServiceContext, account_id: str, versions: AnyRow, now: da
     }
 
 
+def _live_only(principal: Principal) -> None:
+    """The secret signs live deliveries too: test keys (easier to come by; the demo's are
+    published) may neither read nor rotate it."""
+    if principal.mode != "live":
+        raise LiveKeyRequired("The webhook secret is read and rotated with the live API key "
+                              "and secret")
+
+
 def get_secret(conn: Connection, ctx: ServiceContext, *, principal: Principal
                ) -> dict[str, Any]:
+    _live_only(principal)
     versions = repository.secret_versions(conn, [principal.account_id])[principal.account_id]
     return _secret_view(ctx, principal.account_id, versions, ctx.clock.now())
 
@@ -200,6 +209,7 @@ def rotate_secret(conn: Connection, ctx: ServiceContext, *, principal: Principal
                   grace_period_seconds: int | None) -> dict[str, Any]:
     """A new secret signs from now on; the old one signs too until the grace period ends
     (both signatures are sent), so receivers can switch without losing a delivery."""
+    _live_only(principal)
     now = ctx.clock.now()
     grace = (ctx.settings.webhook_secret_grace_seconds if grace_period_seconds is None
              else grace_period_seconds)
@@ -225,7 +235,8 @@ class AttemptResult:
 
 
 def retry_delay(settings: Settings, attempts_done: int) -> float:
-    """Seconds before the next attempt, after `attempts_done` attempts failed."""
+    """Seconds before the next attempt, after `attempts_done` attempts failed (counted
+    since the retry window began: a resend starts the schedule over)."""
     schedule = settings.webhook_retry_schedule
     return schedule[min(attempts_done, len(schedule) - 1)]
 
@@ -237,7 +248,7 @@ def outcome(settings: Settings, delivery: AnyRow, result: AttemptResult, now: da
                               "last_error": result.error, "updated_at": now}
     if result.succeeded:
         return {**values, "status": "succeeded", "completed_at": now, "next_attempt_at": None}
-    next_at = now + timedelta(seconds=retry_delay(settings, delivery["attempts"]))
+    next_at = now + timedelta(seconds=retry_delay(settings, delivery["window_attempts"]))
     give_up_at = delivery["window_started_at"] + timedelta(
         seconds=settings.webhook_give_up_seconds)
     if next_at > give_up_at:
@@ -373,20 +384,28 @@ def resend(conn: Connection, ctx: ServiceContext, *, principal: Principal, event
             raise ValidationError(f"Webhook endpoint {endpoint_id} is disabled; enable it "
                                   "first", endpoint_id=endpoint_id)
         targets = [endpoint_id]
+        endpoint_urls = {endpoint_id: endpoint["url"]}
         new = [] if endpoint_id in existing else [
             _delivery(event, target=endpoint_id, url=endpoint["url"], now=now)]
     else:
         endpoints = repository.enabled_endpoints(conn, [(principal.account_id, principal.mode)])
-        enabled = {ep["endpoint_id"] for ep in endpoints}
-        targets = [t for t in existing if t == CALLBACK or t in enabled]
+        endpoint_urls = {ep["endpoint_id"]: ep["url"] for ep in endpoints}
+        targets = [t for t in existing if t == CALLBACK or t in endpoint_urls]
         new = [d for d in _deliveries_for(event, endpoints, now) if d["target"] not in existing]
         if not targets and not new:
             raise ValidationError(f"Event {event_id} has no callback_url and no enabled "
                                   "endpoint wants it: there is nowhere to send it",
                                   event_id=event_id)
     repository.reopen(conn, event_id=event_id, targets=targets, now=now)
+    for target in targets:  # a fixed endpoint URL is where a resend goes
+        if target != CALLBACK:
+            repository.follow_endpoint(conn, endpoint_id=target,
+                                       url=endpoint_urls[target])
     repository.insert_deliveries(conn, new)
-    repository.mark_fanned_out(conn, [event_id])
+    if endpoint_id is None:
+        # Every target has its delivery now; the fan-out must not make them again. (A
+        # resend to one endpoint leaves the rest to the fan-out, if it hasn't run yet.)
+        repository.mark_fanned_out(conn, [event_id])
     wanted = set(targets) | {d["target"] for d in new}
     rows = [d for d in repository.deliveries_of_events(conn, [event_id]) if d["target"] in wanted]
     return {"event_id": event_id, "deliveries": _render_deliveries(conn, rows)}

@@ -1,7 +1,7 @@
 """Where a webhook may go. Live mode: https only, and the host must not resolve to a
 loopback, private, link-local, multicast, reserved or cloud-metadata address, in any
-spelling (`core.urls` reads decimal, hex, octal and IPv4-mapped forms). Test mode: http
-and loopback allowed.
+spelling (`core.urls` reads decimal, hex, octal and IPv4-mapped forms). Test mode: http,
+and loopback besides public addresses; still never private or metadata ones.
 
 Checked when an endpoint is registered and again before every request (redirects
 included), and the request is then sent to the address that was checked, so a DNS
@@ -44,11 +44,27 @@ def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
-def _allowed(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
-             exempt: tuple[Network, ...]) -> bool:
+def allowed_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, *, live: bool,
+                    exempt: tuple[Network, ...]) -> bool:
+    """Public addresses always; exempt networks always; loopback in test mode only (a
+    merchant's own machine). Never private, link-local, metadata, CGNAT or reserved ones
+    otherwise: test keys are easy to come by (the demo's are published)."""
     if any(addr.version == net.version and addr in net for net in exempt):
         return True
+    if not live and addr.is_loopback:
+        return True
     return not is_forbidden_address(addr)
+
+
+def check_literal(url: str, *, live: bool, exempt: tuple[Network, ...] = ()) -> None:
+    """The checks that need no DNS: the URL's form, and its address if it is written as
+    one. UrlError says why not."""
+    check_url(url, live=live and not exempt, field="url")
+    host = urlsplit(url).hostname or ""
+    literal = literal_address(host)
+    if literal is not None and not allowed_address(literal, live=live, exempt=exempt):
+        raise UrlError(f"url points at an internal address ({literal}); webhooks may reach "
+                       + ("public addresses only" if live else "public or loopback addresses"))
 
 
 async def check_target(url: str, *, live: bool, resolver: Resolver,
@@ -73,11 +89,11 @@ async def check_target(url: str, *, live: bool, resolver: Resolver,
         addresses = [a for a in (literal_address(x.split("%")[0]) for x in answers) if a]
         if not addresses:
             raise UrlError(f"url host {host!r} does not resolve")
-    if live:
-        # Every address must be acceptable: a name with one public and one internal
-        # address could be steered to the internal one.
-        bad = [a for a in addresses if not _allowed(a, exempt)]
-        if bad:
-            raise UrlError(f"url host {host!r} resolves to an internal address ({bad[0]}); "
-                           "live-mode webhooks must reach a public address")
+    # Every address must be acceptable: a name with one public and one internal address
+    # could be steered to the internal one.
+    bad = [a for a in addresses if not allowed_address(a, live=live, exempt=exempt)]
+    if bad:
+        raise UrlError(f"url host {host!r} resolves to an internal address ({bad[0]}); "
+                       + ("live-mode webhooks must reach a public address" if live else
+                          "test-mode webhooks may reach public or loopback addresses"))
     return Target(url=url, scheme=parts.scheme, host=host, port=port, address=str(addresses[0]))

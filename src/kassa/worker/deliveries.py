@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from sqlalchemy import Connection
 
 from kassa.context import ServiceContext
@@ -29,7 +28,7 @@ from kassa.db.database import Database
 from kassa.webhooks import repository
 from kassa.webhooks import service as webhooks
 from kassa.webhooks.schemas import CALLBACK
-from kassa.webhooks.sender import post_event
+from kassa.webhooks.sender import delivery_client, post_event
 from kassa.webhooks.ssrf import parse_networks
 
 log = logging.getLogger("kassa.webhooks")
@@ -78,9 +77,18 @@ class AttemptRecorder:
                 try:
                     kept = await self.db.write(functools.partial(
                         self._write, [a for a, _ in batch]))
-                except Exception as exc:
-                    for _, done in batch:
-                        done.set_exception(exc)
+                except Exception:
+                    # One bad row must not sink the others' outcomes: each on its own.
+                    log.exception("recording %d attempts failed; one by one", len(batch))
+                    kept = 0
+                    for attempt, done in batch:
+                        try:
+                            kept += await self.db.write(functools.partial(self._write,
+                                                                          [attempt]))
+                        except Exception as exc:
+                            done.set_exception(exc)
+                        else:
+                            done.set_result(None)
                     continue
                 if kept < len(batch):
                     log.warning("%d deliveries: lease lost during the attempt",
@@ -98,11 +106,8 @@ class Deliverer:
         self.name = name
         s = ctx.settings
         self.exempt = parse_networks(s.webhook_allowed_networks)
-        self.client = httpx.AsyncClient(
-            follow_redirects=False, verify=True, trust_env=False,
-            timeout=httpx.Timeout(s.webhook_timeout_seconds),
-            limits=httpx.Limits(max_connections=s.webhook_max_in_flight * 2,
-                                max_keepalive_connections=s.webhook_max_in_flight))
+        self.client = delivery_client(timeout=s.webhook_timeout_seconds,
+                                      max_in_flight=s.webhook_max_in_flight)
         self.in_flight: set[asyncio.Task[None]] = set()
         self.per_url: Counter[str] = Counter()
         self.wake = asyncio.Event()

@@ -53,6 +53,7 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('next_attempt_at', kassa.db.tables.UTCDateTime(timezone=True), nullable=True),
     sa.Column('window_started_at', kassa.db.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('window_attempts', sa.Integer(), server_default='0', nullable=False),
     sa.Column('locked_until', kassa.db.tables.UTCDateTime(timezone=True), nullable=True),
     sa.Column('lease_token', sa.String(length=32), nullable=True),
     sa.Column('last_status_code', sa.Integer(), nullable=True),
