@@ -9,7 +9,6 @@ import contextlib
 import re
 import string
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from tests.support.factories import assert_error, new_task, pay
 from tests.support.harness import KassaServer, Merchant, fresh_postgres_database, make_settings
 from tests.support.processes import wait_until
 from tests.support.receivers import Received, Receiver
+from tests.support.webhook_log import delivery_of, get_event, wait_delivery
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 ENDPOINTS = "/api/v1/webhooks/endpoints"
@@ -50,11 +50,6 @@ def listed(client: httpx.Client) -> list[dict[str, Any]]:
     return list(r.json()["data"])
 
 
-def get_event(client: httpx.Client, event_id: str) -> dict[str, Any]:
-    r = client.get(f"{EVENTS}/{event_id}")
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
 
 
 def list_events(client: httpx.Client, **params: Any) -> dict[str, Any]:
@@ -75,29 +70,8 @@ def paid(server: KassaServer, client: httpx.Client) -> tuple[str, list[dict[str,
     return order_id, events
 
 
-def delivery_of(client: httpx.Client, event_id: str, endpoint_id: str) -> dict[str, Any]:
-    found = [d for d in get_event(client, event_id)["deliveries"]
-             if d["endpoint_id"] == endpoint_id]
-    assert len(found) == 1, found
-    return dict(found[0])
 
 
-def wait_delivery(client: httpx.Client, event_id: str, endpoint_id: str,
-                  done: Callable[[dict[str, Any]], bool], timeout: float = 10.0
-                  ) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-
-    def check() -> dict[str, Any] | None:
-        nonlocal last
-        r = client.get(f"/api/v1/webhooks/events/{event_id}")
-        assert r.status_code == 200, r.text
-        found = [d for d in r.json()["deliveries"] if d["endpoint_id"] == endpoint_id]
-        if not found:
-            return None  # not fanned out yet
-        last = found[0]
-        return last if done(last) else None
-
-    return wait_until(check, timeout=timeout, message=lambda: f"delivery stays {last}")
 
 
 def finished(d: dict[str, Any]) -> bool:

@@ -36,6 +36,7 @@ from tests.support.factories import assert_error, new_task, pay
 from tests.support.harness import KassaServer, Merchant, free_port
 from tests.support.processes import wait_until
 from tests.support.receivers import Received, Receiver
+from tests.support.webhook_log import wait_delivery
 
 VERIFIERS = Path(__file__).parent / "verifiers"
 EXPRESS_DIR = VERIFIERS / "express"
@@ -101,30 +102,8 @@ def paid_order(server: KassaServer, client: httpx.Client) -> tuple[str, list[dic
     return order_id, events
 
 
-def delivery_to(client: httpx.Client, event_id: str, endpoint_id: str) -> dict[str, Any]:
-    r = client.get(f"/api/v1/webhooks/events/{event_id}")
-    assert r.status_code == 200, r.text
-    found = [d for d in r.json()["deliveries"] if d["endpoint_id"] == endpoint_id]
-    assert len(found) == 1, r.json()["deliveries"]
-    return dict(found[0])
 
 
-def wait_delivery(client: httpx.Client, event_id: str, endpoint_id: str,
-                  done: Callable[[dict[str, Any]], bool], timeout: float = 10.0
-                  ) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-
-    def check() -> dict[str, Any] | None:
-        nonlocal last
-        r = client.get(f"/api/v1/webhooks/events/{event_id}")
-        assert r.status_code == 200, r.text
-        found = [d for d in r.json()["deliveries"] if d["endpoint_id"] == endpoint_id]
-        if not found:
-            return None  # not fanned out yet
-        last = found[0]
-        return last if done(last) else None
-
-    return wait_until(check, timeout=timeout, message=lambda: f"delivery stays {last}")
 
 
 def post_as_kassa(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
