@@ -61,10 +61,12 @@ def create_app(settings: Settings, *, db: Database | None = None,
     dispatcher = Dispatcher(db, ctx, Authenticator(db, ctx),
                             RateLimiter(settings.rate_limit, settings.redis_url))
     with_worker = settings.run_worker if run_worker is None else run_worker
+    worker = Worker(db, ctx) if with_worker else None
+    if worker is not None:
+        dispatcher.after_write = worker.deliverer.wake.set
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        worker = Worker(db, ctx) if with_worker else None
         task = asyncio.create_task(worker.run_forever()) if worker else None
         try:
             yield

@@ -1,5 +1,6 @@
-"""PostgreSQL wakes the webhook workers when events commit (LISTEN/NOTIFY from a trigger),
-so a new event goes out at once, not at the worker's next poll."""
+"""A new event goes out at once, not at the worker's next poll: PostgreSQL wakes every
+worker when events commit (LISTEN/NOTIFY from a trigger), and `kassa serve` wakes its
+own worker after each write it commits (any database)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,22 @@ def test_only_committed_events_wake_the_listeners(tmp_path: Path) -> None:
             writer.commit()
             assert [n.channel for n in listener.notifies(timeout=2, stop_after=1)] == [
                 "kassa_events"]
+
+
+def test_kassa_serve_wakes_its_own_deliverer_after_a_write(tmp_path: Path) -> None:
+    """SQLite has no NOTIFY: the API process wakes its in-process worker itself."""
+    receiver = Receiver().up()
+    url = f"sqlite:///{tmp_path / 'k.sqlite3'}"
+    srv = KassaServer(make_settings(tmp_path, url, worker_poll_seconds=LONG_POLL)).start()
+    try:
+        client = srv.merchant().test
+        time.sleep(1.0)  # the worker has looked once and is now waiting its poll out
+        created = time.monotonic()
+        r = pay(client, new_task(client), callback_url=receiver.url)
+        assert r.status_code == 201, r.text
+        (got,) = receiver.wait_for(lambda rs: len(rs) >= 1, timeout=10)
+        assert got.json["event"] == "payment.created"
+        assert got.at - created < 2.0, got.at - created
+    finally:
+        srv.stop()
+        receiver.down()

@@ -210,6 +210,9 @@ class Dispatcher:
         self.auth = auth
         self.limiter = limiter
         self._in_flight: set[tuple[str, str, str]] = set()
+        # Called after every committed write (most record events): wakes this process's
+        # webhook deliverer at once instead of at its next poll.
+        self.after_write: Callable[[], None] | None = None
 
     def endpoint(self, op: Operation) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -270,6 +273,8 @@ class Dispatcher:
             for attempt in range(1, _WRITE_ATTEMPTS + 1):
                 try:
                     status, content = await self.db.write(unit)
+                    if self.after_write is not None:
+                        self.after_write()
                     break
                 except DBAPIError as exc:
                     # A concurrent request won a uniqueness race (same task, same key), or
