@@ -8,7 +8,7 @@ from decimal import Decimal
 from kassa.channels.registry import ChannelRegistry
 from kassa.config import Settings
 from kassa.core.clock import Clock
-from kassa.webhooks.ssrf import Resolver, system_resolver
+from kassa.webhooks.ssrf import Resolver, SystemResolver
 
 
 @dataclass
@@ -17,7 +17,8 @@ class ServiceContext:
     server_key: bytes
     channels: ChannelRegistry
     clock: Clock = field(default_factory=Clock)
-    resolver: Resolver = system_resolver  # DNS for webhook targets (tests play DNS here)
+    # DNS for webhook targets, one per process's context (tests play DNS here).
+    resolver: Resolver = field(default_factory=SystemResolver)
 
     @property
     def public_url(self) -> str:

@@ -8,11 +8,15 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import socket
+import threading
+import time
 from typing import Any
 
 import httpx
 
 from kassa.webhooks.sender import EXCERPT_BYTES, delivery_client, post_event
+from kassa.webhooks.ssrf import SystemResolver
 
 BODY = b'{"event_id":"evt_x","event":"payment.completed"}'
 HEADERS = {"Content-Type": "application/json", "X-Event-Id": "evt_x"}
@@ -125,3 +129,32 @@ def test_cookies_never_travel_between_receivers() -> None:
     asyncio.run(run())
     assert len(seen) == 3
     assert all("cookie" not in r.headers for r in seen), [dict(r.headers) for r in seen]
+
+
+def test_a_name_whose_dns_hangs_cannot_hold_up_everyone_elses(monkeypatch: Any) -> None:
+    """Lookups of one name that never come back hold at most two resolver threads: other
+    names still resolve at once (no network: getaddrinfo is played here)."""
+    release = threading.Event()
+
+    def fake_getaddrinfo(host: str, *_: Any, **__: Any) -> list[Any]:
+        if host == "hangs.example":
+            release.wait(10)
+            raise socket.gaierror("gave up")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    resolver = SystemResolver(threads=4, per_host=2)
+
+    async def run() -> tuple[list[str], float]:
+        hanging = [asyncio.create_task(resolver("hangs.example")) for _ in range(20)]
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        answer = await asyncio.wait_for(resolver("fine.example"), timeout=5)
+        took = time.monotonic() - started
+        release.set()
+        await asyncio.gather(*hanging, return_exceptions=True)
+        return answer, took
+
+    answer, took = asyncio.run(run())
+    assert answer == ["93.184.216.34"]
+    assert took < 1.0, took

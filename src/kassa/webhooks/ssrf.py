@@ -11,9 +11,11 @@ answer that changes in between (rebinding) cannot slip through.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -25,9 +27,34 @@ Resolver = Callable[[str], Awaitable[list[str]]]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-async def system_resolver(host: str) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+class SystemResolver:
+    """getaddrinfo on threads of its own, at most `per_host` at a time for one name.
+
+    A name whose nameserver never answers ties up a thread until the system gives up
+    (the caller's 5 s timeout doesn't free it). On the event loop's shared executor a few
+    such names would hold every thread, and every other merchant's lookups would time
+    out; here they hold at most `per_host` threads each, and wait for each other."""
+
+    def __init__(self, *, threads: int = 16, per_host: int = 2) -> None:
+        self.threads = threads
+        self.per_host = per_host
+        self._executor: ThreadPoolExecutor | None = None
+        self._by_host: dict[str, asyncio.Semaphore] = {}
+
+    async def __call__(self, host: str) -> list[str]:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="kassa-dns")
+        gate = self._by_host.setdefault(host, asyncio.Semaphore(self.per_host))
+        try:
+            async with gate:
+                infos = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, functools.partial(socket.getaddrinfo, host, None,
+                                                      type=socket.SOCK_STREAM))
+        finally:
+            if not gate.locked() and host in self._by_host and len(self._by_host) > 1000:
+                del self._by_host[host]  # don't keep a gate per name ever seen
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
 
 
 @dataclass(frozen=True, slots=True)
