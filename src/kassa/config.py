@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     webhook_give_up_seconds: float = 3 * 86400
     webhook_lease_seconds: float = 30.0  # a delivery claimed by a dead worker is retried after
     webhook_max_in_flight: int = 64  # per worker process
-    webhook_max_in_flight_per_url: int = 8  # so one slow receiver can't take every slot
+    # ... and to one receiver (host:port, whatever the path or query), so one slow
+    # receiver can't take every slot.
+    webhook_max_in_flight_per_host: int = 8
     webhook_secret_grace_seconds: int = 86400  # default grace for the old secret on rotation
     # Networks a live-mode webhook may reach although they are private (an operator's own
     # receivers on an internal network), e.g. ["10.20.0.0/16"]. Empty: none.

@@ -333,6 +333,7 @@ webhook_deliveries = Table(
     Column("mode", String(4), nullable=False),
     Column("target", String(40), nullable=False),
     Column("url", Text, nullable=False),
+    Column("host", String(300), nullable=False),  # "name:port" of url: the in-flight cap's key
     Column("object_id", String(64), nullable=False),
     Column("sequence", Integer, nullable=False),
     Column("status", String(10), nullable=False),  # pending, succeeded, failed

@@ -31,6 +31,7 @@ from kassa.db.tables import (
     webhook_deliveries,
     webhook_endpoints,
 )
+from kassa.webhooks.ssrf import url_host
 
 AnyRow = Mapping[Any, Any]
 _FANOUT_LOCK = 7_419_001  # PostgreSQL advisory lock: one fan-out at a time keeps object order
@@ -150,10 +151,10 @@ def has_work(conn: Connection, *, now: datetime) -> bool:
 
 
 def claim_due(conn: Connection, *, now: datetime, limit: int, lease_seconds: float,
-              busy_urls: Sequence[str]) -> tuple[str, list[AnyRow]]:
+              busy_hosts: Sequence[str]) -> tuple[str, list[AnyRow]]:
     """Lease up to `limit` due deliveries. A delivery waits while an earlier one of the same
     object to the same target is pending, so each receiver sees an object's events in
-    sequence order; `busy_urls` are skipped (this worker has enough in flight there)."""
+    sequence order; `busy_hosts` are skipped (this worker has enough in flight there)."""
     d = webhook_deliveries.alias("d")
     p = webhook_deliveries.alias("p")
     earlier_pending = exists().where(
@@ -169,8 +170,8 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, lease_seconds: flo
     conditions = [d.c.status == "pending", d.c.next_attempt_at <= now,
                   or_(d.c.locked_until.is_(None), d.c.locked_until < now), ~earlier_pending,
                   ~earlier_unfanned]
-    if busy_urls:
-        conditions.append(d.c.url.not_in(list(busy_urls)))
+    if busy_hosts:
+        conditions.append(d.c.host.not_in(list(busy_hosts)))
     due = (select(d.c.delivery_id).where(*conditions).order_by(d.c.next_attempt_at)
            .limit(limit).with_for_update(skip_locked=True, of=d))
     token = secrets.token_hex(8)
@@ -180,7 +181,7 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, lease_seconds: flo
             .values(locked_until=now + timedelta(seconds=lease_seconds), lease_token=token,
                     attempts=w.attempts + 1, window_attempts=w.window_attempts + 1,
                     updated_at=now)
-            .returning(w.delivery_id, w.event_id, w.account_id, w.mode, w.target, w.url,
+            .returning(w.delivery_id, w.event_id, w.account_id, w.mode, w.target, w.url, w.host,
                        w.attempts, w.window_attempts, w.window_started_at))
     return token, [r._mapping for r in conn.execute(stmt)]
 
@@ -201,7 +202,7 @@ def follow_endpoint(conn: Connection, *, endpoint_id: str, url: str) -> None:
     conn.execute(update(webhook_deliveries)
                  .where(webhook_deliveries.c.target == endpoint_id,
                         webhook_deliveries.c.status == "pending")
-                 .values(url=url))
+                 .values(url=url, host=url_host(url)))
 
 
 def payloads(conn: Connection, event_ids: Iterable[str]) -> dict[str, AnyRow]:

@@ -36,7 +36,7 @@ from kassa.webhooks.schemas import (
     render_delivery,
     render_endpoint,
 )
-from kassa.webhooks.ssrf import check_literal, check_target, parse_networks
+from kassa.webhooks.ssrf import check_literal, check_target, parse_networks, url_host
 
 AnyRow = Mapping[Any, Any]
 
@@ -132,7 +132,8 @@ def _delivery(event: AnyRow, *, target: str, url: str, now: datetime) -> dict[st
     return {
         "delivery_id": ids.delivery_id(), "event_id": event["event_id"],
         "account_id": event["account_id"], "mode": event["mode"], "target": target,
-        "url": url, "object_id": event["object_id"], "sequence": event["sequence"],
+        "url": url, "host": url_host(url), "object_id": event["object_id"],
+        "sequence": event["sequence"],
         "status": "pending", "attempts": 0, "next_attempt_at": now,
         "window_started_at": now, "window_attempts": 0, "created_at": now, "updated_at": now,
     }

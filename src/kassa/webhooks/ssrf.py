@@ -67,6 +67,18 @@ class Target:
     address: str  # the checked IP the connection is made to
 
 
+def url_host(url: str) -> str:
+    """The receiver a URL names, as "name:port": what the in-flight cap counts by, so URLs
+    that differ only in path or query share one cap."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = 443 if parts.scheme == "https" else 80
+    return f"{(parts.hostname or '').lower().rstrip('.')}:{port or default}"[:300]
+
+
 def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 

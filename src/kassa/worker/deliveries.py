@@ -5,7 +5,8 @@ Database work happens in short transactions; the HTTP requests happen between th
 never inside one. A delivery is leased (`webhook_lease_seconds`) before it is sent: a
 worker killed mid-request leaves the lease to run out, and another worker sends it
 again (at least once, same event_id). Up to `webhook_max_in_flight` requests run at
-once per process, at most `webhook_max_in_flight_per_url` to any one URL, so a slow or
+once per process, at most `webhook_max_in_flight_per_host` to any one receiver (host and
+port, whatever the path or query), so a slow or
 dead receiver never holds up the others.
 """
 
@@ -111,7 +112,7 @@ class Deliverer:
         self.client = delivery_client(timeout=s.webhook_timeout_seconds,
                                       max_in_flight=s.webhook_max_in_flight)
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.per_url: Counter[str] = Counter()
+        self.per_host: Counter[str] = Counter()
         self.wake = asyncio.Event()
         self.sent = 0
         self.recorder = AttemptRecorder(db, ctx, name=name)
@@ -173,11 +174,11 @@ class Deliverer:
     async def run_once(self) -> bool:
         """One round of fan-out and claiming; True if it found work (run again at once)."""
         s = self.ctx.settings
-        # At most a URL's cap a round: a claim of more than that, all to one URL, would
+        # At most a host's cap a round: a claim of more than that, all to one host, would
         # mostly be handed back (row churn that slows every later claim).
         free = min(s.webhook_max_in_flight - len(self.in_flight),
-                   s.webhook_max_in_flight_per_url)
-        busy_urls = [u for u, n in self.per_url.items() if n >= s.webhook_max_in_flight_per_url]
+                   s.webhook_max_in_flight_per_host)
+        busy_hosts = [u for u, n in self.per_host.items() if n >= s.webhook_max_in_flight_per_host]
         now = self.ctx.clock.now()
         if not await self.db.read(lambda conn: repository.has_work(conn, now=now)):
             return False
@@ -188,15 +189,15 @@ class Deliverer:
                 return fanned, []
             token, rows = repository.claim_due(conn, now=now, limit=free,
                                                lease_seconds=s.webhook_lease_seconds,
-                                               busy_urls=busy_urls)
-            # The claim caps nothing per URL inside one batch: hand back what would put
-            # more than the cap in flight to one URL (after an outage, many are due at once).
-            counts = Counter(self.per_url)
+                                               busy_hosts=busy_hosts)
+            # The claim caps nothing per host inside one batch: hand back what would put
+            # more than the cap in flight to one host (after an outage, many are due at once).
+            counts = Counter(self.per_host)
             kept: list[Any] = []
             extra: list[Any] = []
             for row in rows:
-                counts[row["url"]] += 1
-                (kept if counts[row["url"]] <= s.webhook_max_in_flight_per_url
+                counts[row["host"]] += 1
+                (kept if counts[row["host"]] <= s.webhook_max_in_flight_per_host
                  else extra).append(row)
             repository.unclaim(conn, delivery_ids=[r["delivery_id"] for r in extra],
                                lease_token=token)
@@ -204,9 +205,8 @@ class Deliverer:
 
         fanned, claimed = await self.db.write(unit)
         for job in claimed:
-            url = job.delivery["url"]
-            self.per_url[url] += 1
-            task = asyncio.create_task(self._deliver(job, url))
+            self.per_host[job.delivery["host"]] += 1
+            task = asyncio.create_task(self._deliver(job, job.delivery["url"]))
             self.in_flight.add(task)
             task.add_done_callback(self._done)
         return fanned > 0 or (free > 0 and len(claimed) == free)
@@ -270,6 +270,7 @@ class Deliverer:
                 delivery=d, lease_token=job.lease_token, result=result,
                 attempted_at=attempted_at))
         finally:
-            self.per_url[url] -= 1
-            if self.per_url[url] <= 0:
-                del self.per_url[url]
+            host = d["host"]
+            self.per_host[host] -= 1
+            if self.per_host[host] <= 0:
+                del self.per_host[host]

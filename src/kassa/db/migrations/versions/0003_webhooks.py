@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.Column('mode', sa.String(length=4), nullable=False),
     sa.Column('target', sa.String(length=40), nullable=False),
     sa.Column('url', sa.Text(), nullable=False),
+    sa.Column('host', sa.String(length=300), nullable=False),
     sa.Column('object_id', sa.String(length=64), nullable=False),
     sa.Column('sequence', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=10), nullable=False),
