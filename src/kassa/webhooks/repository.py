@@ -81,7 +81,7 @@ def endpoint_states(conn: Connection, endpoint_ids: Iterable[str]) -> dict[str, 
     ids = list(set(endpoint_ids))
     if not ids:
         return {}
-    stmt = select(webhook_endpoints.c.endpoint_id, webhook_endpoints.c.url,
+    stmt = select(webhook_endpoints.c.endpoint_id,
                   webhook_endpoints.c.status, webhook_endpoints.c.deleted_at).where(
         webhook_endpoints.c.endpoint_id.in_(ids))
     return {r.endpoint_id: r._mapping for r in conn.execute(stmt)}

@@ -21,6 +21,7 @@ from kassa.accounts.schemas import Principal
 from kassa.config import Settings
 from kassa.context import ServiceContext
 from kassa.core import ids
+from kassa.core.clock import iso
 from kassa.core.signing import webhook_secret
 from kassa.core.urls import UrlError
 from kassa.errors import EndpointNotFound, EventNotFound, LiveKeyRequired, ValidationError
@@ -186,8 +187,7 @@ def _secret_view(ctx: ServiceContext, account_id: str, versions: AnyRow, now: da
     return {
         "webhook_secret": webhook_secret(ctx.server_key, account_id,
                                          versions["webhook_secret_version"]),
-        "previous_secret_expires_at": None if live_until is None else live_until.isoformat(
-            ).replace("+00:00", "Z"),
+        "previous_secret_expires_at": iso(live_until),
     }
 
 
