@@ -16,6 +16,9 @@ from kassa.balances.endpoints import api as balances_api
 from kassa.config import Settings
 from kassa.context import ServiceContext, build_context
 from kassa.db.database import Database, open_database
+from kassa.facades.cryptogw import CryptoEndpoints
+from kassa.facades.edge import FacadeEdge
+from kassa.facades.epay import EpayEndpoints
 from kassa.history.endpoints import api as history_api
 from kassa.http.api import Api, Dispatcher, FastRoutes, internal_error, json_response
 from kassa.http.auth import Authenticator
@@ -58,12 +61,13 @@ def create_app(settings: Settings, *, db: Database | None = None,
     db = db or open_database(settings.resolved_database_url, pool_size=settings.db_pool_size,
                              sqlite_synchronous=settings.sqlite_synchronous)
     api = all_operations()
-    dispatcher = Dispatcher(db, ctx, Authenticator(db, ctx),
-                            RateLimiter(settings.rate_limit, settings.redis_url))
+    limiter = RateLimiter(settings.rate_limit, settings.redis_url)
+    dispatcher = Dispatcher(db, ctx, Authenticator(db, ctx), limiter)
+    facade_edge = FacadeEdge(db, ctx, limiter)
     with_worker = settings.run_worker if run_worker is None else run_worker
     worker = Worker(db, ctx) if with_worker else None
     if worker is not None:
-        dispatcher.after_write = worker.deliverer.wake.set
+        dispatcher.after_write = facade_edge.after_write = worker.deliverer.wake.set
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -77,7 +81,11 @@ def create_app(settings: Settings, *, db: Database | None = None,
             db.close()
 
     api_routes = dispatcher.routes(api)
-    routes = [Route("/healthz", _health, methods=["GET"]), *api_routes,
+    # The protocol facades (SPEC §9): EasyPay at the paths its clients expect, the crypto
+    # gateway at seed 002's.
+    facade_routes = [*EpayEndpoints(facade_edge).routes(),
+                     *CryptoEndpoints(facade_edge).routes()]
+    routes = [Route("/healthz", _health, methods=["GET"]), *api_routes, *facade_routes,
               *docs_routes(api, ctx.public_url)]
     app = Starlette(
         routes=routes,
@@ -86,4 +94,4 @@ def create_app(settings: Settings, *, db: Database | None = None,
     )
     app.state.db = db
     app.state.ctx = ctx
-    return FastRoutes(api_routes, app)
+    return FastRoutes([*api_routes, *facade_routes], app)

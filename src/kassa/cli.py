@@ -10,9 +10,10 @@ import sys
 
 import click
 import orjson
+from sqlalchemy import Connection
 
 from kassa.accounts import service as accounts
-from kassa.accounts.schemas import NewAccount, Tier
+from kassa.accounts.schemas import NewAccount, ProtocolCredential, Tier
 from kassa.config import Settings
 from kassa.context import ServiceContext, build_context
 from kassa.db.database import open_database
@@ -37,7 +38,19 @@ def _print_account(account: NewAccount, as_json: bool) -> None:
         click.echo(f"  {pair.mode} key:    {pair.api_key}")
         click.echo(f"  {pair.mode} secret: {pair.api_secret}")
     click.echo(f"  webhook secret: {account.webhook_secret}")
+    _print_protocol_credentials(account.protocol_credentials)
     click.echo("Keys and secrets are shown once; Kassa stores only their keyed hashes.")
+
+
+_PROTOCOL_LABELS = {"epay": ("EasyPay PID", "EasyPay KEY"),
+                    "cryptogw": ("crypto API key", "crypto secret")}
+
+
+def _print_protocol_credentials(credentials: tuple[ProtocolCredential, ...]) -> None:
+    for c in credentials:
+        id_label, secret_label = _PROTOCOL_LABELS[c.protocol]
+        click.echo(f"  {c.mode} {id_label}: {c.id}")
+        click.echo(f"  {c.mode} {secret_label}: {c.secret}")
 
 
 @click.group(help="Kassa: a self-hosted payment gateway for task marketplaces.")
@@ -60,6 +73,8 @@ def _ensure_demo(settings: Settings, ctx: ServiceContext) -> None:
         created = db.write_sync(lambda conn: accounts.ensure_demo_account(conn, ctx))
         account_id, webhook_secret = db.write_sync(
             lambda conn: accounts.demo_account_credentials(conn, ctx))  # type: ignore[misc]
+        crypto_secret = db.write_sync(lambda conn: accounts.resolve_protocol_credential(
+            conn, ctx, protocol="cryptogw", public_id=accounts.DEMO_CRYPTOGW_KEY))
     finally:
         db.close()
     if created is not None:
@@ -71,6 +86,11 @@ def _ensure_demo(settings: Settings, ctx: ServiceContext) -> None:
     click.echo(f"  test key:       {accounts.DEMO_TEST_KEY}")
     click.echo(f"  test secret:    {accounts.DEMO_TEST_SECRET}")
     click.echo(f"  webhook secret: {webhook_secret}")
+    click.echo(f"  EasyPay PID / KEY (seed 003's test merchant): {accounts.DEMO_EPAY_PID} / "
+               f"{accounts.DEMO_EPAY_KEY}")
+    if crypto_secret is not None:
+        click.echo(f"  crypto-gateway API key / secret: {accounts.DEMO_CRYPTOGW_KEY} / "
+                   f"{crypto_secret[1]}")
 
 
 @main.command(help="Run the API, the worker and the pages in one process.")
@@ -153,6 +173,37 @@ def accounts_create(name: str, tier: str, as_json: bool) -> None:
     finally:
         db.close()
     _print_account(account, as_json)
+
+
+@accounts_cmd.command("protocol-keys",
+                      help="Issue an account's EasyPay and crypto-gateway credentials where it "
+                           "has none; with --rotate, new KEYs and secrets for all of them.")
+@click.argument("account_id")
+@click.option("--rotate", is_flag=True, help="Replace every KEY and secret (PIDs and API "
+                                             "keys stay)")
+def accounts_protocol_keys(account_id: str, rotate: bool) -> None:
+    from kassa.accounts import repository
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    ctx = build_context(settings)
+    db = open_database(settings.resolved_database_url, pool_size=2)
+
+    def unit(conn: Connection) -> tuple[ProtocolCredential, ...] | None:
+        if repository.get_account(conn, account_id) is None:
+            return None
+        if rotate:
+            return accounts.rotate_protocol_secrets(conn, ctx, account_id=account_id)
+        return accounts.issue_protocol_credentials(conn, ctx, account_id=account_id)
+    try:
+        issued = db.write_sync(unit)
+    finally:
+        db.close()
+    if issued is None:
+        raise click.ClickException(f"no account {account_id}")
+    if not issued:
+        click.echo("The account has its credentials already (--rotate to replace the KEYs).")
+    _print_protocol_credentials(issued)
 
 
 @accounts_cmd.command("list", help="List accounts.")

@@ -26,7 +26,9 @@ class Settings(BaseSettings):
 
     # Money
     platform_fee_bps: int = Field(2000, ge=0, le=10_000)
-    fx_rates: dict[str, Decimal] = {"USD": Decimal("7.1000")}  # CNY per unit
+    # CNY per unit. USDT's rate also converts crypto-gateway orders into USDT (seed 002).
+    fx_rates: dict[str, Decimal] = {"USD": Decimal("7.1000"), "EUR": Decimal("7.7000"),
+                                    "USDT": Decimal("7.1000")}
     min_deposit_cents: int = 10_000
     min_amount_cents: int = 1_000
     max_amount_cents: int = 5_000_000
@@ -40,6 +42,16 @@ class Settings(BaseSettings):
     sandbox_settle_seconds: float = 5.0
     # ... and test-mode refunds through the original channel are confirmed after this delay.
     sandbox_refund_seconds: float = 5.0
+
+    # Protocol facades (seed 003 EasyPay, seed 002 crypto gateway): an order they take is
+    # credited to the merchant's available balance less this channel fee (basis points, by
+    # payment method).
+    collection_fee_bps: dict[str, int] = {"alipay": 60, "wechat": 60, "usdt": 100}
+    # Their notifications (notify_url) are retried on the seed's schedule, then given up
+    # (the attempts and a resend are in the webhook log).
+    notify_retry_schedule: list[float] = [0, 15, 15, 30, 180, 1800, 1800, 1800, 1800, 3600]
+    # Crypto-gateway requests: X-Timestamp within this many seconds of the server's clock.
+    cryptogw_max_skew_seconds: int = 300
 
     # Rate limiting per API key ("limits" notation); Redis shares it across processes.
     rate_limit: str = "100/second"
@@ -74,11 +86,11 @@ class Settings(BaseSettings):
     db_pool_size: int = 12
     sqlite_synchronous: str = "FULL"
 
-    @field_validator("webhook_retry_schedule")
+    @field_validator("webhook_retry_schedule", "notify_retry_schedule")
     @classmethod
     def _schedule(cls, v: list[float]) -> list[float]:
         if not v or any(d < 0 for d in v):
-            raise ValueError("webhook_retry_schedule needs at least one delay, none negative")
+            raise ValueError("a retry schedule needs at least one delay, none negative")
         return v
 
     @field_validator("sqlite_synchronous")

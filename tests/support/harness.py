@@ -83,6 +83,8 @@ def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settin
         # Webhook retries in fractions of a second (the real schedule is tested by itself).
         "webhook_retry_schedule": [0, 0.2, 0.2, 0.5, 1.0],
         "webhook_give_up_seconds": 60.0,
+        # ... and the protocol facades' notifications (the seed's schedule, in fractions).
+        "notify_retry_schedule": [0, 0.2, 0.2, 0.5, 1.0],
     }
     values.update(overrides)
     return Settings(**values)
@@ -100,6 +102,7 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
         "KASSA_JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
         "KASSA_WEBHOOK_RETRY_SCHEDULE": json.dumps(settings.webhook_retry_schedule),
         "KASSA_WEBHOOK_GIVE_UP_SECONDS": str(settings.webhook_give_up_seconds),
+        "KASSA_NOTIFY_RETRY_SCHEDULE": json.dumps(settings.notify_retry_schedule),
         "KASSA_WEBHOOK_LEASE_SECONDS": str(settings.webhook_lease_seconds),
     })
     return env

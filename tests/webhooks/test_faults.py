@@ -432,10 +432,11 @@ FAILED = AttemptResult(url="https://merchant.example.com/hook", status_code=503,
                        response_excerpt="busy", error="HTTP 503")
 
 
-def delivery_row(attempts: int, window_started_at: datetime) -> dict[str, Any]:
+def delivery_row(attempts: int, window_started_at: datetime, protocol: str = "webhook"
+                 ) -> dict[str, Any]:
     """A delivery's first window: every attempt so far was made in it."""
     return {"attempts": attempts, "window_attempts": attempts,
-            "window_started_at": window_started_at}
+            "window_started_at": window_started_at, "protocol": protocol}
 
 
 def test_default_retry_schedule_delays() -> None:

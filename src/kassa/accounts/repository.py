@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select
+from sqlalchemy import Connection, Row, insert, select, update
 
-from kassa.db.tables import accounts, api_keys
+from kassa.db.tables import accounts, api_keys, facade_credentials
 
 AnyRow = Row[*tuple[Any, ...]]
 
@@ -55,3 +55,35 @@ def list_accounts(conn: Connection) -> list[AnyRow]:
     stmt = select(accounts.c.account_id, accounts.c.name, accounts.c.tier).order_by(
         accounts.c.created_at)
     return list(conn.execute(stmt).all())
+
+
+# --- protocol facade credentials --------------------------------------------------------------
+
+def insert_facade_credential(conn: Connection, values: dict[str, Any]) -> None:
+    conn.execute(insert(facade_credentials).values(**values))
+
+
+def find_facade_credential(conn: Connection, *, protocol: str, lookup: str) -> AnyRow | None:
+    """An active credential with its account's tier and name."""
+    c = facade_credentials.c
+    stmt = (select(c.protocol, c.lookup, c.account_id, c.mode, c.secret_version, accounts.c.tier,
+                   accounts.c.name)
+            .join(accounts, accounts.c.account_id == c.account_id)
+            .where(c.protocol == protocol, c.lookup == lookup, c.revoked_at.is_(None)))
+    return conn.execute(stmt).first()
+
+
+def facade_credentials_of(conn: Connection, account_id: str) -> list[AnyRow]:
+    c = facade_credentials.c
+    stmt = (select(c.protocol, c.lookup, c.mode, c.secret_version, c.hint)
+            .where(c.account_id == account_id, c.revoked_at.is_(None))
+            .order_by(c.protocol, c.mode))
+    return list(conn.execute(stmt).all())
+
+
+def bump_facade_secret(conn: Connection, *, protocol: str, lookup: str) -> int:
+    c = facade_credentials.c
+    return int(conn.execute(update(facade_credentials)
+                            .where(c.protocol == protocol, c.lookup == lookup)
+                            .values(secret_version=c.secret_version + 1)
+                            .returning(c.secret_version)).scalar_one())

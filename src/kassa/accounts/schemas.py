@@ -10,6 +10,13 @@ class Tier(StrEnum):
     ENTERPRISE = "enterprise"
 
 
+class Protocol(StrEnum):
+    """The merchant-facing protocols Kassa speaks besides its own API (SPEC §9)."""
+
+    EPAY = "epay"  # seed 003, EasyPay / ZPay
+    CRYPTOGW = "cryptogw"  # seed 002, the crypto gateway
+
+
 class Mode(StrEnum):
     LIVE = "live"
     TEST = "test"
@@ -38,6 +45,17 @@ class KeyPair:
 
 
 @dataclass(frozen=True, slots=True)
+class ProtocolCredential:
+    """A protocol facade's credential pair: EasyPay PID and KEY, or crypto-gateway API key
+    and secret. `secret` is derived from the server key, never stored."""
+
+    protocol: str  # "epay" or "cryptogw"
+    mode: str
+    id: str  # the PID, or the API key (shown once: only its keyed hash is kept)
+    secret: str
+
+
+@dataclass(frozen=True, slots=True)
 class NewAccount:
     """Credentials as created: shown once, never stored in the clear."""
 
@@ -46,3 +64,4 @@ class NewAccount:
     tier: str
     keys: tuple[KeyPair, ...]
     webhook_secret: str
+    protocol_credentials: tuple[ProtocolCredential, ...] = ()

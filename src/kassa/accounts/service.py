@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import secrets
+
 from sqlalchemy import Connection
 
 from kassa.accounts import repository
-from kassa.accounts.schemas import KeyPair, Mode, NewAccount, Principal, Tier
+from kassa.accounts.schemas import (
+    KeyPair,
+    Mode,
+    NewAccount,
+    Principal,
+    Protocol,
+    ProtocolCredential,
+    Tier,
+)
 from kassa.context import ServiceContext
 from kassa.core import ids
-from kassa.core.signing import hashes_match, keyed_hash, webhook_secret
+from kassa.core.signing import hashes_match, keyed_hash, protocol_key, webhook_secret
 from kassa.errors import AuthError, ValidationError
 from kassa.tasks import repository as tasks
 
@@ -18,6 +28,12 @@ DEMO_TEST_KEY = "zr_test_sandbox_key_123"
 DEMO_TEST_SECRET = "test_secret_456"  # noqa: S105 - published sandbox credential
 DEMO_TASK_ID = "test_task_123"  # the task the seed's sandbox examples pay for
 DEMO_RETURN_URL = "https://your-app.com/payment/success"
+# Seed 003's published test merchant (PID / KEY): the demo account's test-mode EasyPay
+# credential, so the seed's examples run against the demo as printed. Never live.
+DEMO_EPAY_PID = "20220726190052"
+DEMO_EPAY_KEY = "vg9ZRZN4FOKtDM06UfqH69GDJoG4gGIJ"
+DEMO_CRYPTOGW_KEY = "cgk_test_sandbox_key_123"
+PUBLISHED_SECRET_VERSION = 0  # the secret is DEMO_EPAY_KEY, not a derived one
 
 
 def _hint(api_key: str) -> str:
@@ -64,6 +80,7 @@ def create_account(conn: Connection, ctx: ServiceContext, *, name: str, tier: st
         tier=tier,
         keys=(live, test),
         webhook_secret=webhook_secret(ctx.server_key, account_id, 1),
+        protocol_credentials=issue_protocol_credentials(conn, ctx, account_id=account_id),
     )
 
 
@@ -74,6 +91,12 @@ def ensure_demo_account(conn: Connection, ctx: ServiceContext) -> NewAccount | N
         return None
     account = create_account(conn, ctx, name=DEMO_NAME, tier=Tier.VERIFIED,
                              test_key=DEMO_TEST_KEY, test_secret=DEMO_TEST_SECRET)
+    _add_protocol_credential(conn, ctx, protocol=Protocol.EPAY, account_id=account.account_id,
+                             mode=Mode.TEST, public_id=DEMO_EPAY_PID,
+                             version=PUBLISHED_SECRET_VERSION)
+    _add_protocol_credential(conn, ctx, protocol=Protocol.CRYPTOGW,
+                             account_id=account.account_id, mode=Mode.TEST,
+                             public_id=DEMO_CRYPTOGW_KEY)
     now = ctx.clock.now()
     tasks.insert_task(conn, {
         "account_id": account.account_id, "mode": Mode.TEST, "task_id": DEMO_TASK_ID,
@@ -108,3 +131,95 @@ def resolve_key(conn: Connection, ctx: ServiceContext, api_key: str) -> Principa
 def check_secret(ctx: ServiceContext, principal: Principal, api_secret: str) -> None:
     if not hashes_match(keyed_hash(ctx.server_key, api_secret), principal.secret_hash):
         raise AuthError("Invalid API key or secret")
+
+
+# --- protocol facade credentials (SPEC §1, §9) -------------------------------------------------
+
+def protocol_secret(ctx: ServiceContext, *, protocol: str, account_id: str, mode: str,
+                    version: int) -> str:
+    """The EasyPay KEY or crypto-gateway secret of a credential: derived, never stored."""
+    if version == PUBLISHED_SECRET_VERSION:
+        if protocol != Protocol.EPAY or mode != Mode.TEST:
+            raise ValueError("the published sandbox KEY is for test-mode EasyPay only")
+        return DEMO_EPAY_KEY
+    return protocol_key(ctx.server_key, protocol, account_id, mode, version)
+
+
+def _lookup(ctx: ServiceContext, protocol: str, public_id: str) -> str:
+    """What a credential is found by: the PID itself (it is public, in every EasyPay URL),
+    or the keyed hash of a crypto-gateway API key."""
+    return public_id if protocol == Protocol.EPAY else keyed_hash(ctx.server_key, public_id)
+
+
+def _add_protocol_credential(conn: Connection, ctx: ServiceContext, *, protocol: str,
+                             account_id: str, mode: str, public_id: str, version: int = 1
+                             ) -> ProtocolCredential:
+    lookup = _lookup(ctx, protocol, public_id)
+    if repository.find_facade_credential(conn, protocol=protocol, lookup=lookup) is not None:
+        raise ValidationError(f"that {protocol} credential is already in use")
+    repository.insert_facade_credential(conn, {
+        "protocol": protocol, "lookup": lookup, "account_id": account_id, "mode": mode,
+        "secret_version": version, "hint": public_id if protocol == Protocol.EPAY
+        else _hint(public_id), "created_at": ctx.clock.now()})
+    return ProtocolCredential(protocol=protocol, mode=mode, id=public_id,
+                              secret=protocol_secret(ctx, protocol=protocol,
+                                                     account_id=account_id, mode=mode,
+                                                     version=version))
+
+
+def _new_public_id(protocol: str, mode: str) -> str:
+    if protocol == Protocol.EPAY:  # EasyPay PIDs are digits (some clients send them as ints)
+        return str(10**15 + secrets.randbelow(9 * 10**15))
+    return f"cgk_{mode}_{secrets.token_hex(16)}"
+
+
+def issue_protocol_credentials(conn: Connection, ctx: ServiceContext, *, account_id: str
+                               ) -> tuple[ProtocolCredential, ...]:
+    """An EasyPay PID/KEY and a crypto-gateway key/secret for each mode the account has no
+    credential of yet (new accounts, and accounts made before the facades existed)."""
+    have = {(r.protocol, r.mode) for r in repository.facade_credentials_of(conn, account_id)}
+    return tuple(
+        _add_protocol_credential(conn, ctx, protocol=protocol, account_id=account_id,
+                                 mode=mode, public_id=_new_public_id(protocol, mode))
+        for protocol in Protocol for mode in (Mode.LIVE, Mode.TEST)
+        if (protocol, mode) not in have)
+
+
+def rotate_protocol_secrets(conn: Connection, ctx: ServiceContext, *, account_id: str
+                            ) -> tuple[ProtocolCredential, ...]:
+    """New KEYs and secrets for the account's credentials (PIDs and API keys stay; the
+    published sandbox KEY of the demo is replaced too)."""
+    rotated = []
+    for row in repository.facade_credentials_of(conn, account_id):
+        version = repository.bump_facade_secret(conn, protocol=row.protocol, lookup=row.lookup)
+        rotated.append(ProtocolCredential(
+            protocol=row.protocol, mode=row.mode, id=row.hint,
+            secret=protocol_secret(ctx, protocol=row.protocol, account_id=account_id,
+                                   mode=row.mode, version=version)))
+    return tuple(rotated)
+
+
+def resolve_protocol_credential(conn: Connection, ctx: ServiceContext, *, protocol: str,
+                                public_id: str) -> tuple[Principal, str, str] | None:
+    """(principal, KEY or secret, lookup) of a PID or crypto-gateway API key, or None."""
+    if not public_id or len(public_id) > 200:
+        return None
+    lookup = _lookup(ctx, protocol, public_id)
+    row = repository.find_facade_credential(conn, protocol=protocol, lookup=lookup)
+    if row is None:
+        return None
+    principal = Principal(account_id=row.account_id, mode=row.mode, tier=row.tier,
+                          name=row.name, secret_hash="")
+    return principal, protocol_secret(ctx, protocol=protocol, account_id=row.account_id,
+                                      mode=row.mode, version=row.secret_version), lookup
+
+
+def credential_secret(conn: Connection, ctx: ServiceContext, *, protocol: str, lookup: str,
+                      ) -> tuple[str, str] | None:
+    """(public id as shown, current secret) of a credential by its lookup (notifications
+    are signed with the current KEY of the credential an order came with)."""
+    row = repository.find_facade_credential(conn, protocol=protocol, lookup=lookup)
+    if row is None:
+        return None
+    return row.lookup, protocol_secret(ctx, protocol=protocol, account_id=row.account_id,
+                                       mode=row.mode, version=row.secret_version)

@@ -1,6 +1,6 @@
 """The sandbox channel: test mode's only channel. Nothing leaves the machine.
 
-alipay, wechat and bank_transfer settle successfully after a configurable
+alipay, wechat, bank_transfer and usdt settle successfully after a configurable
 delay (5 s, as the seed says). Cards follow the seed's test numbers; the full
 number is read once here to pick the outcome and then dropped: only brand and
 last four digits leave this module.
@@ -58,7 +58,7 @@ def card_brand(digits: str) -> str:
 
 class SandboxChannel:
     name = "sandbox"
-    methods = frozenset({"alipay", "wechat", "card", "bank_transfer"})
+    methods = frozenset({"alipay", "wechat", "card", "bank_transfer", "usdt"})
 
     def __init__(self, settle_seconds: float, refund_seconds: float) -> None:
         self.settle_seconds = settle_seconds

@@ -11,7 +11,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 # Minor units per currency (ISO 4217 exponent). USDT is carried with 2 places in
 # Kassa's wire formats (seed 002 sends amounts as 2-decimal strings).
-CURRENCY_EXPONENT: dict[str, int] = {"CNY": 2, "USD": 2, "USDT": 2}
+CURRENCY_EXPONENT: dict[str, int] = {"CNY": 2, "USD": 2, "EUR": 2, "USDT": 2}
 
 
 class MoneyError(ValueError):

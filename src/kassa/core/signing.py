@@ -54,3 +54,46 @@ def webhook_headers(secrets: list[str], body: bytes, timestamp: int) -> dict[str
     if len(secrets) > 1:
         headers["X-Signature-Previous"] = f"sha256={webhook_signature(secrets[1], body)}"
     return headers
+
+
+def protocol_key(server_key: bytes, protocol: str, account_id: str, mode: str,
+                 version: int) -> str:
+    """An account's EasyPay KEY or crypto-gateway secret: 32 hex characters, derived, never
+    stored (SPEC §1)."""
+    mac = hmac.new(server_key, f"{protocol}:{mode}:{account_id}:{version}".encode(),
+                   hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+# --- EasyPay (seed 003) -----------------------------------------------------------------------
+
+def epay_signing_string(params: dict[str, str]) -> str:
+    """Seed 003: every parameter but sign, sign_type and empty values, sorted by name (ASCII),
+    joined as a=b&c=d with the values as they are (not URL-encoded)."""
+    return "&".join(f"{k}={params[k]}" for k in sorted(params)
+                    if k not in ("sign", "sign_type") and params[k] != "")
+
+
+def epay_sign(params: dict[str, str], key: str) -> str:
+    """sign = md5(signing string + KEY), lowercase hex."""
+    return hashlib.md5((epay_signing_string(params) + key).encode(),
+                       usedforsecurity=False).hexdigest()
+
+
+def epay_sign_matches(params: dict[str, str], key: str, sign: str) -> bool:
+    """Liberal in what it accepts: the hex may come in either case."""
+    return hmac.compare_digest(epay_sign(params, key).encode(), sign.strip().lower().encode())
+
+
+# --- crypto gateway (seed 002) ----------------------------------------------------------------
+
+def cryptogw_signature(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
+    """SPEC §9: hex HMAC-SHA256(secret, timestamp + "\\n" + nonce + "\\n" + raw body)."""
+    message = timestamp.encode() + b"\n" + nonce.encode() + b"\n" + body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def cryptogw_signature_matches(secret: str, timestamp: str, nonce: str, body: bytes,
+                               signature: str) -> bool:
+    expected = cryptogw_signature(secret, timestamp, nonce, body)
+    return hmac.compare_digest(expected.encode(), signature.strip().lower().encode())

@@ -131,7 +131,8 @@ orders = Table(
     Column("account_id", String(40), nullable=False),
     Column("mode", String(4), nullable=False),
     Column("task_id", String(64), nullable=True),
-    # "payment" (for a task, into escrow) or "deposit" (into the available balance)
+    # "payment" (for a task, into escrow), "deposit" (into the available balance) or
+    # "collection" (a protocol facade's order: into the available balance, less a fee)
     Column("purpose", String(10), nullable=False, server_default="payment"),
     Column("amount", Money, nullable=False),
     Column("currency", String(4), nullable=False),
@@ -143,6 +144,9 @@ orders = Table(
     Column("status", String(12), nullable=False),
     Column("return_url", Text, nullable=True),
     Column("callback_url", Text, nullable=True),
+    # How callback_url is told: NULL, Kassa's webhooks; "epay" or "cryptogw", that protocol's
+    # notification (a facade order's notify_url, told only of its payment).
+    Column("callback_protocol", String(10), nullable=True),
     Column("metadata_json", Text, nullable=True),
     Column("description", String(300), nullable=False),  # "Payment for task: <title>"
     Column("card_brand", String(20), nullable=True),
@@ -296,6 +300,7 @@ events = Table(
     Column("sequence", Integer, nullable=False),
     Column("payload_json", Text, nullable=False),  # the exact bytes every delivery sends
     Column("callback_url", Text, nullable=True),  # the order's or task's, when recorded
+    Column("callback_protocol", String(10), nullable=True),  # NULL: webhook; epay, cryptogw
     # 1 until the webhook fan-out has made this event's deliveries.
     Column("fanout_pending", Integer, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
@@ -332,6 +337,8 @@ webhook_deliveries = Table(
     Column("account_id", String(40), nullable=False),
     Column("mode", String(4), nullable=False),
     Column("target", String(40), nullable=False),
+    # "webhook" (Kassa's signed JSON), or a facade's notification: "epay", "cryptogw"
+    Column("protocol", String(10), nullable=False, server_default="webhook"),
     Column("url", Text, nullable=False),
     Column("host", String(300), nullable=False),  # "name:port" of url: the in-flight cap's key
     Column("object_id", String(64), nullable=False),
@@ -375,6 +382,63 @@ webhook_attempts = Table(
     Column("error", String(300), nullable=True),
     Column("worker", String(64), nullable=False),
     Index(None, "delivery_id"),
+)
+
+# Credentials of the protocol facades (SPEC §1): an EasyPay PID (public, in every request)
+# or a crypto-gateway API key (stored as its keyed hash). Their KEY / secret is derived
+# from the server key and secret_version, never stored; version 0 is the seed's published
+# sandbox KEY (the demo account's test PID only).
+facade_credentials = Table(
+    "facade_credentials",
+    metadata,
+    Column("protocol", String(10), nullable=False),  # epay, cryptogw
+    Column("lookup", String(64), nullable=False),  # the PID, or the API key's keyed hash
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("secret_version", Integer, nullable=False),
+    Column("hint", String(40), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    PrimaryKeyConstraint("protocol", "lookup"),
+    ForeignKeyConstraint(["account_id"], ["accounts.account_id"]),
+    Index(None, "account_id", "protocol", "mode"),
+)
+
+# What a facade order carries beyond the payment order itself: the merchant's own order
+# number (unique per merchant, mode and protocol), where to notify, what to echo back.
+facade_orders = Table(
+    "facade_orders",
+    metadata,
+    Column("order_id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("protocol", String(10), nullable=False),
+    Column("merchant_order_no", String(64), nullable=False),
+    Column("credential", String(64), nullable=False),  # the PID or key hash it came with
+    Column("pay_type", String(20), nullable=False),  # epay "type", or the chain
+    Column("name", String(255), nullable=False),  # product name, as the protocol echoes it
+    Column("param", Text, nullable=True),  # echoed back (epay param, crypto meta)
+    Column("notify_url", Text, nullable=False),
+    Column("return_url", Text, nullable=True),
+    Column("client_ip", String(64), nullable=True),
+    Column("device", String(20), nullable=True),
+    Column("channel_id", String(20), nullable=True),  # epay cid (recorded, not routed on)
+    Column("amount_text", String(40), nullable=True),  # crypto: the amount as it was sent
+    Column("quote_amount", String(40), nullable=True),  # crypto: what to collect, in USDT
+    Column("created_at", UTCDateTime, nullable=False),
+    ForeignKeyConstraint(["order_id"], ["orders.order_id"]),
+    UniqueConstraint("account_id", "mode", "protocol", "merchant_order_no"),
+)
+
+# Crypto-gateway request nonces, each usable once while its timestamp is acceptable.
+facade_nonces = Table(
+    "facade_nonces",
+    metadata,
+    Column("credential", String(64), nullable=False),
+    Column("nonce", String(64), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("credential", "nonce"),
+    Index(None, "expires_at"),
 )
 
 # Durable jobs, claimed with a lease (FOR UPDATE SKIP LOCKED on PostgreSQL).

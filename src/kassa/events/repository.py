@@ -17,10 +17,11 @@ _insert = Prepared(insert(events))
 
 
 def record(conn: Connection, *, account_id: str, mode: str, event_type: str, object_id: str,
-           sequence: int, data: dict[str, Any], callback_url: str | None, now: datetime) -> str:
+           sequence: int, data: dict[str, Any], callback_url: str | None, now: datetime,
+           callback_protocol: str | None = None) -> str:
     """Record an event in the caller's transaction (it vanishes if that rolls back). The
-    webhook fan-out turns it into deliveries: to `callback_url` and the account's
-    endpoints."""
+    webhook fan-out turns it into deliveries: to `callback_url` (as a Kassa webhook, or as
+    `callback_protocol`'s notification) and the account's endpoints."""
     event_id = ids.event_id()
     payload = {
         "event_id": event_id,
@@ -34,6 +35,7 @@ def record(conn: Connection, *, account_id: str, mode: str, event_type: str, obj
         "object_id": object_id, "sequence": sequence,
         "payload_json": orjson.dumps(payload).decode(),
         "callback_url": callback_url,
+        "callback_protocol": callback_protocol,
         "fanout_pending": 1,
         "created_at": now,
     })

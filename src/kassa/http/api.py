@@ -190,7 +190,7 @@ _WRITE_ATTEMPTS = 3
 _RETRY_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 
 
-def _worth_retrying(exc: DBAPIError) -> bool:
+def worth_retrying(exc: DBAPIError) -> bool:
     return isinstance(exc, IntegrityError) or getattr(
         exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
 
@@ -280,7 +280,7 @@ class Dispatcher:
                     # A concurrent request won a uniqueness race (same task, same key), or
                     # PostgreSQL broke a deadlock by rolling this one back: nothing of it
                     # was written, so run it again; it now sees what the other committed.
-                    if attempt == _WRITE_ATTEMPTS or not _worth_retrying(exc):
+                    if attempt == _WRITE_ATTEMPTS or not worth_retrying(exc):
                         raise
         finally:
             if flight is not None:

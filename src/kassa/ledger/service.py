@@ -112,6 +112,10 @@ def order_money_problems(conn: Connection) -> list[str]:
         if o["purpose"] == "deposit":
             expected = {"available": int(o["amount_cny"]), "escrow": 0, "in_flight": 0,
                         "workers": 0, "fee": 0}
+        elif o["purpose"] == "collection":  # less its fee, less what was refunded
+            expected = {"available": int(o["amount_cny"]) - fee - int(o["refunded_cny"]),
+                        "escrow": 0, "in_flight": int(o["in_flight"]), "workers": 0,
+                        "fee": fee}
         else:
             expected = {"escrow": held, "in_flight": int(o["in_flight"]),
                         "workers": released - fee, "fee": fee}

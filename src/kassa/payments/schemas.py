@@ -14,6 +14,9 @@ from kassa.core.money import split_fee
 BALANCE = "balance"  # pay from the merchant's available balance, at once
 PURPOSE_PAYMENT = "payment"  # pays for a task: the money goes into escrow
 PURPOSE_DEPOSIT = "deposit"  # tops up the available balance
+# A protocol facade's order (EasyPay, crypto gateway): no task; when paid, the money goes to
+# the available balance less the channel fee.
+PURPOSE_COLLECTION = "collection"
 ChannelMethod = Literal["alipay", "wechat", "card", "bank_transfer"]
 PaymentMethod = Literal["alipay", "wechat", "card", "bank_transfer", "balance"]
 Currency = Literal["CNY", "USD"]
@@ -87,7 +90,7 @@ class PaymentOrder(BaseModel):
     """A payment order, as create and query return it."""
 
     order_id: str
-    type: Literal["payment", "deposit"]
+    type: Literal["payment", "deposit", "collection"]
     task_id: str | None
     payment_url: str
     qr_code_url: str
@@ -146,7 +149,10 @@ def render_order(order: Mapping[Any, Any], public_url: str) -> dict[str, Any]:
         "created_at": iso(order["created_at"]),
         "cost_breakdown": ({  # a deposit pays no worker and no fee: it is all yours
             "worker_payout_cents": 0, "platform_fee_cents": 0, "total_cents": order["amount"],
-        } if order["purpose"] == PURPOSE_DEPOSIT else {
+        } if order["purpose"] == PURPOSE_DEPOSIT else {  # a collection pays the channel fee
+            "worker_payout_cents": 0, "platform_fee_cents": split.platform_fee,
+            "total_cents": split.total,
+        } if order["purpose"] == PURPOSE_COLLECTION else {
             "worker_payout_cents": split.worker_payout,
             "platform_fee_cents": split.platform_fee,
             "total_cents": split.total,

@@ -49,6 +49,7 @@ from kassa.ledger import service as ledger
 from kassa.payments import repository
 from kassa.payments.schemas import (
     BALANCE,
+    PURPOSE_COLLECTION,
     PURPOSE_DEPOSIT,
     PURPOSE_PAYMENT,
     CreatePaymentRequest,
@@ -171,13 +172,27 @@ def open_deposit(conn: Connection, ctx: ServiceContext, *, principal: Principal,
                  test_card=request.test_card, description="Deposit to account balance")
 
 
+def open_collection(conn: Connection, ctx: ServiceContext, *, principal: Principal,
+                    amount: int, currency: str, method: str, return_url: str | None,
+                    notify_url: str, protocol: str, description: str) -> dict[str, Any]:
+    """A protocol facade's order (SPEC §9): no task; when paid, credited to the available
+    balance less the channel fee (`collection_fee_bps`). Its notify_url is told of the
+    payment in `protocol`'s own format. URLs are the caller's to check."""
+    fee_bps = ctx.settings.collection_fee_bps.get(method, 0)
+    return _open(conn, ctx, principal=principal, purpose=PURPOSE_COLLECTION, task_id=None,
+                 amount=amount, currency=currency, method=method, return_url=return_url,
+                 callback_url=notify_url, metadata=None, expires_in=None, test_card=None,
+                 description=description, fee_bps=fee_bps, callback_protocol=protocol)
+
+
 def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpose: str,
           task_id: str | None, amount: int, currency: str, method: str,
           return_url: str | None, callback_url: str | None, metadata: Any,
-          expires_in: int | None, test_card: str | None, description: str
+          expires_in: int | None, test_card: str | None, description: str,
+          fee_bps: int | None = None, callback_protocol: str | None = None
           ) -> dict[str, Any]:
-    """What a task payment and a deposit share: limits, the channel, the order row, its
-    history row, its jobs and its events."""
+    """What a task payment, a deposit and a collection share: limits, the channel, the
+    order row, its history row, its jobs and its events."""
     now = ctx.clock.now()
     amount_cny, rate = amount_in_cny(ctx, amount, currency)
     check_transaction_limits(ctx, amount_cny)
@@ -239,12 +254,13 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
         "currency": currency,
         "amount_cny": amount_cny,
         "fx_rate": None if rate is None else str(rate),
-        "fee_bps": ctx.settings.platform_fee_bps,
+        "fee_bps": ctx.settings.platform_fee_bps if fee_bps is None else fee_bps,
         "payment_method": method,
         "channel": channel_name,
         "status": status,
         "return_url": return_url,
         "callback_url": callback_url,
+        "callback_protocol": callback_protocol,
         "metadata_json": None if metadata is None else orjson.dumps(metadata).decode(),
         "description": description[:300],
         "card_brand": answer.card.brand if answer and answer.card else None,
@@ -272,9 +288,7 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
                    refund_id=None, task_id=task_id, amount=amount, currency=currency,
                    status=order["status"], description=order["description"], now=now)
     data = render_order(order, ctx.public_url)
-    events.record(conn, account_id=principal.account_id, mode=principal.mode,
-                  event_type="payment.created", object_id=order_id, sequence=1, data=data,
-                  callback_url=callback_url, now=now)
+    _announce(conn, ctx, {**order, "event_seq": 1}, "payment.created", now, data=data)
     if paid_now:
         try:
             _post_payment(conn, order, now)
@@ -287,9 +301,7 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
                 balance_cents=available, required_cents=amount_cny,
                 suggested_actions=["Deposit funds (POST /api/v1/payment/deposit)",
                                    "Choose a different payment method"]) from exc
-        events.record(conn, account_id=principal.account_id, mode=principal.mode,
-                      event_type="payment.completed", object_id=order_id, sequence=2,
-                      data=data, callback_url=callback_url, now=now)
+        _announce(conn, ctx, order, "payment.completed", now, data=data)
         return order
     assert answer is not None
     jobs = [(JOB_EXPIRE, order_id, order["expires_at"])]
@@ -321,25 +333,44 @@ def get_order(conn: Connection, *, principal: Principal, order_id: str) -> dict[
 # --- settlement (run by jobs and, later, channel notifications) ---------------------------
 
 def _announce(conn: Connection, ctx: ServiceContext, order: Mapping[Any, Any], event_type: str,
-              now: datetime) -> None:
+              now: datetime, *, data: dict[str, Any] | None = None) -> None:
+    """Record an order event. A protocol's notify_url hears of the payment only (EasyPay
+    and the crypto gateway notify success and nothing else); endpoints hear of them all."""
+    protocol = order["callback_protocol"]
+    told = protocol is None or event_type == "payment.completed"
     events.record(conn, account_id=order["account_id"], mode=order["mode"],
                   event_type=event_type, object_id=order["order_id"],
-                  sequence=order["event_seq"], data=render_order(order, ctx.public_url),
-                  callback_url=order["callback_url"], now=now)
+                  sequence=order["event_seq"],
+                  data=render_order(order, ctx.public_url) if data is None else data,
+                  callback_url=order["callback_url"] if told else None,
+                  callback_protocol=protocol if told else None, now=now)
 
 
 def _post_payment(conn: Connection, order: Mapping[Any, Any], now: datetime) -> None:
     """The money of a paid order: into the merchant's escrow (a task payment) or available
-    balance (a deposit), from the channel, or from the available balance."""
+    balance (a deposit; a collection less its channel fee), from the channel, or from the
+    available balance."""
     account_id = order["account_id"]
     if order["payment_method"] == BALANCE:
         source = accounts.customer_available(account_id)
     else:
         source = accounts.external(order["payment_method"])
-    destination = (accounts.customer_available(account_id) if order["purpose"] == PURPOSE_DEPOSIT
-                   else accounts.customer_escrow(account_id))
-    entry = accounts.transfer(order["purpose"], "CNY", source=source, destination=destination,
-                              amount=order["amount_cny"], description=order["description"])
+    if order["purpose"] == PURPOSE_COLLECTION:
+        split = split_fee(order["amount_cny"], order["fee_bps"])
+        postings = [accounts.Posting(source, -order["amount_cny"]),
+                    accounts.Posting(accounts.customer_available(account_id),
+                                     split.worker_payout)]
+        if split.platform_fee:
+            postings.append(accounts.Posting(accounts.PLATFORM_REVENUE, split.platform_fee))
+        entry = accounts.Entry(kind=order["purpose"], currency="CNY", postings=tuple(postings),
+                               description=order["description"])
+    else:
+        destination = (accounts.customer_available(account_id)
+                       if order["purpose"] == PURPOSE_DEPOSIT
+                       else accounts.customer_escrow(account_id))
+        entry = accounts.transfer(order["purpose"], "CNY", source=source,
+                                  destination=destination, amount=order["amount_cny"],
+                                  description=order["description"])
     ledger.post(conn, mode=order["mode"], account_id=account_id, order_id=order["order_id"],
                 entry=entry, now=now, transaction_id=order["transaction_id"])
 
@@ -356,6 +387,9 @@ def complete_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
     if order is None:
         return None
     _post_payment(conn, order, now)
+    if order["purpose"] == PURPOSE_COLLECTION:
+        order = repository.update_order(conn, order_id, {
+            "platform_fee_cny": split_fee(order["amount_cny"], order["fee_bps"]).platform_fee})
     history.update_status(conn, transaction_id=transaction_id, status=OrderStatus.COMPLETED,
                           now=now)
     _announce(conn, ctx, order, "payment.completed", now)

@@ -21,10 +21,12 @@ from kassa.context import ServiceContext
 from kassa.core import ids
 from kassa.core import ledger as accounts
 from kassa.core.clock import add_business_days, iso
+from kassa.core.ledger import InsufficientBalance
 from kassa.core.money import convert
 from kassa.core.states import OrderStatus, RefundStatus, TaskStatus
 from kassa.errors import (
     AlreadyRefunded,
+    InsufficientFunds,
     OrderNotFound,
     PaymentMethodUnavailable,
     RefundNotAllowed,
@@ -34,7 +36,7 @@ from kassa.events import repository as events
 from kassa.history import service as history
 from kassa.ledger import service as ledger
 from kassa.payments import repository as orders
-from kassa.payments.schemas import BALANCE, PURPOSE_PAYMENT, held_cny
+from kassa.payments.schemas import BALANCE, PURPOSE_COLLECTION, PURPOSE_PAYMENT, held_cny
 from kassa.refunds import repository
 from kassa.refunds.schemas import DESCRIPTIONS, RefundRequest, render_refund
 from kassa.tasks import repository as tasks
@@ -67,15 +69,21 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
     if test_outcome is not None and order["mode"] == "live":
         raise ValidationError("test_outcome is accepted with test keys only",
                               details=[{"field": "test_outcome", "message": "test mode only"}])
-    if order["purpose"] != PURPOSE_PAYMENT:
+    collection = order["purpose"] == PURPOSE_COLLECTION
+    if order["purpose"] != PURPOSE_PAYMENT and not collection:
         raise RefundNotAllowed("Deposits are not refundable: the money is in your available "
                                "balance", order_id=order_id)
+    if collection and refund_method != "original":
+        raise RefundNotAllowed("A protocol order's money went to your available balance: it "
+                               "is refunded through its channel only", order_id=order_id)
     if order["status"] not in (OrderStatus.COMPLETED, OrderStatus.REFUNDED):
         raise RefundNotAllowed(f"Order is {order['status']}: only a paid order can be refunded",
                                order_id=order_id, order_status=order["status"])
-    # What may still be refunded: in the order's currency, and in CNY held in escrow.
+    # What may still be refunded: in the order's currency, and in CNY held in escrow (a
+    # collection's: what it brought in, taken back from the available balance; the channel
+    # fee is not returned).
     remaining = order["amount"] - order["refunded_cents"] - order["released_amount"]
-    held = held_cny(order)
+    held = (order["amount_cny"] - order["refunded_cny"]) if collection else held_cny(order)
     if remaining <= 0 or held <= 0:
         first = repository.first_refund(conn, order_id)
         if order["refunded_cents"] >= order["amount"] and first is not None:
@@ -139,12 +147,19 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
         status = RefundStatus.PROCESSING
         estimated = add_business_days(now, ARRIVAL_BUSINESS_DAYS.get(order["payment_method"], 5))
     description = DESCRIPTIONS[reason] if reason != "other" else f"Refund: {reason_detail}"
-    ledger.post(conn, mode=order["mode"], account_id=account_id, order_id=order_id,
-                entry=accounts.transfer("refund", "CNY",
-                                        source=accounts.customer_escrow(account_id),
-                                        destination=destination, amount=amount_cny,
-                                        description=description),
-                now=now, transaction_id=transaction_id)
+    source = (accounts.customer_available(account_id) if collection
+              else accounts.customer_escrow(account_id))
+    try:
+        ledger.post(conn, mode=order["mode"], account_id=account_id, order_id=order_id,
+                    entry=accounts.transfer("refund", "CNY", source=source,
+                                            destination=destination, amount=amount_cny,
+                                            description=description),
+                    now=now, transaction_id=transaction_id)
+    except InsufficientBalance as exc:  # only a collection's: escrow always holds enough
+        available, _ = ledger.balance(conn, mode=order["mode"], account=source)
+        raise InsufficientFunds(
+            "Account balance is insufficient to refund this order", balance_cents=available,
+            required_cents=amount_cny) from exc
     refund: dict[str, Any] = {
         "refund_id": refund_id, "account_id": account_id, "mode": order["mode"],
         "order_id": order_id, "task_id": order["task_id"], "amount": amount,
@@ -224,7 +239,8 @@ def complete_refund(conn: Connection, *, refund_id: str, now: datetime) -> dict[
 
 def fail_refund(conn: Connection, ctx: ServiceContext, *, refund_id: str, failure_code: str,
                 now: datetime) -> dict[str, Any] | None:
-    """The channel refused: the money goes back into escrow and the order can be refunded
+    """The channel refused: the money goes back into escrow (a collection's: the available
+    balance) and the order can be refunded
     (or released) again. If its task is already closed (approved, failed or cancelled),
     nothing would ever release that money: it is refunded to the available balance at
     once, as a new refund."""
@@ -240,11 +256,14 @@ def fail_refund(conn: Connection, ctx: ServiceContext, *, refund_id: str, failur
         "updated_at": now,
     })
     account_id = refund["account_id"]
+    back_to = (accounts.customer_available(account_id)
+               if order["purpose"] == PURPOSE_COLLECTION
+               else accounts.customer_escrow(account_id))
     ledger.post(conn, mode=refund["mode"], account_id=account_id, order_id=refund["order_id"],
                 entry=accounts.transfer(
                     "refund_reversed", "CNY",
                     source=accounts.customer_refunds_in_flight(account_id),
-                    destination=accounts.customer_escrow(account_id),
+                    destination=back_to,
                     amount=refund["amount_cny"], description=f"Failed: {refund['description']}"),
                 now=now)
     history.update_status(conn, transaction_id=ids.derived_transaction_id(refund_id),

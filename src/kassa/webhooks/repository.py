@@ -100,7 +100,8 @@ def take_fanout_lock(conn: Connection) -> bool:
 
 def events_to_fan_out(conn: Connection, *, limit: int) -> list[AnyRow]:
     stmt = (select(events.c.event_id, events.c.account_id, events.c.mode, events.c.event_type,
-                   events.c.object_id, events.c.sequence, events.c.callback_url)
+                   events.c.object_id, events.c.sequence, events.c.callback_url,
+                   events.c.callback_protocol)
             .where(events.c.fanout_pending == 1)
             .order_by(events.c.created_at, events.c.sequence)
             .limit(limit))
@@ -181,8 +182,9 @@ def claim_due(conn: Connection, *, now: datetime, limit: int, lease_seconds: flo
             .values(locked_until=now + timedelta(seconds=lease_seconds), lease_token=token,
                     attempts=w.attempts + 1, window_attempts=w.window_attempts + 1,
                     updated_at=now)
-            .returning(w.delivery_id, w.event_id, w.account_id, w.mode, w.target, w.url, w.host,
-                       w.attempts, w.window_attempts, w.window_started_at))
+            .returning(w.delivery_id, w.event_id, w.account_id, w.mode, w.target, w.protocol,
+                       w.url, w.host, w.object_id, w.attempts, w.window_attempts,
+                       w.window_started_at))
     return token, [r._mapping for r in conn.execute(stmt)]
 
 

@@ -19,6 +19,7 @@ EVENT_TYPES = (
 )
 ALL_EVENTS = "*"
 CALLBACK = "callback"  # the delivery target of an order's (or task's) callback_url
+WEBHOOK = "webhook"  # a delivery's protocol: Kassa's signed JSON (else "epay", "cryptogw")
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 MAX_ENDPOINTS = 20  # per account and mode
@@ -212,6 +213,7 @@ def render_delivery(row: Mapping[str, Any], event_type: str,
         "event_id": row["event_id"],
         "event": event_type,
         "endpoint_id": None if row["target"] == CALLBACK else row["target"],
+        "protocol": row["protocol"],
         "url": row["url"],
         "status": row["status"],
         "attempt_count": row["attempts"],

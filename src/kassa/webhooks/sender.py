@@ -1,9 +1,11 @@
-"""One delivery attempt over HTTP: POST the event's bytes, signed, to the checked address.
+"""One delivery attempt over HTTP: POST the event's bytes, signed, to the checked address
+(or, for an EasyPay notification, GET it with the signed parameters in the query).
 
 The whole attempt (DNS, connect, redirects, reply) must finish within the timeout
-(5 s); only a 2xx counts. Redirects are followed (at most 3), each target checked like
-the first, and re-POSTed with the same body and signatures. Only the first bytes of the
-reply are read and kept.
+(5 s); only a 2xx counts, and for a protocol notification only a 2xx whose reply is the
+word the protocol asks for (`success`). Redirects are followed (at most 3), each target
+checked like the first, and sent again with the same method, body and signatures. Only
+the first bytes of the reply are read and kept.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def delivery_client(*, timeout: float, max_in_flight: int,
 
 
 def _request(client: httpx.AsyncClient, target: Target, body: bytes,
-             headers: dict[str, str]) -> httpx.Request:
+             headers: dict[str, str], method: str) -> httpx.Request:
     url = httpx.URL(target.url)
     host = url.raw_host.decode("ascii")  # IDNA (punycode) form of a non-ASCII name
     default_port = 443 if target.scheme == "https" else 80
@@ -58,13 +60,14 @@ def _request(client: httpx.AsyncClient, target: Target, body: bytes,
         # another name on the same address.
         extensions["sni_hostname"] = url.raw_host.decode("ascii")
         send_headers["Connection"] = "close"
-    return client.build_request("POST", url.copy_with(host=target.address), content=body,
-                                headers=send_headers, extensions=extensions)
+    return client.build_request(method, url.copy_with(host=target.address),
+                                content=body or None, headers=send_headers,
+                                extensions=extensions)
 
 
-async def _post(client: httpx.AsyncClient, target: Target, body: bytes,
-                headers: dict[str, str]) -> tuple[int, bytes, str | None]:
-    response = await client.send(_request(client, target, body, headers), stream=True)
+async def _send(client: httpx.AsyncClient, target: Target, body: bytes,
+                headers: dict[str, str], method: str) -> tuple[int, bytes, str | None]:
+    response = await client.send(_request(client, target, body, headers, method), stream=True)
     try:
         excerpt = b""
         try:
@@ -80,9 +83,16 @@ async def _post(client: httpx.AsyncClient, target: Target, body: bytes,
         await response.aclose()
 
 
+def reply_is(excerpt: bytes, word: bytes) -> bool:
+    """The reply is `word` (case aside), give or take whitespace and a UTF-8 byte order
+    mark, which PHP receivers often send before it."""
+    return excerpt.strip().removeprefix(b"\xef\xbb\xbf").strip().lower() == word
+
+
 async def post_event(client: httpx.AsyncClient, url: str, *, body: bytes,
                      headers: dict[str, str], live: bool, resolver: Resolver,
-                     exempt: tuple[Network, ...], timeout: float) -> AttemptResult:
+                     exempt: tuple[Network, ...], timeout: float, method: str = "POST",
+                     expect_reply: bytes | None = None) -> AttemptResult:
     started = time.perf_counter()
     current = url
     status: int | None = None
@@ -93,7 +103,7 @@ async def post_event(client: httpx.AsyncClient, url: str, *, body: bytes,
             for hop in range(MAX_REDIRECTS + 1):
                 target = await check_target(current, live=live, resolver=resolver,
                                             exempt=exempt)
-                status, excerpt, location = await _post(client, target, body, headers)
+                status, excerpt, location = await _send(client, target, body, headers, method)
                 if status in _REDIRECTS and location:
                     if hop == MAX_REDIRECTS:
                         error = f"more than {MAX_REDIRECTS} redirects"
@@ -113,6 +123,9 @@ async def post_event(client: httpx.AsyncClient, url: str, *, body: bytes,
         error = f"{type(exc).__name__}: {exc}"
     if error is None and status is not None and not 200 <= status < 300:
         error = f"HTTP {status}"
+    elif error is None and expect_reply is not None and not reply_is(excerpt or b"",
+                                                                     expect_reply):
+        error = f"the reply was not {expect_reply.decode()!r}"
     return AttemptResult(
         url=current,
         status_code=status,

@@ -30,6 +30,7 @@ from kassa.webhooks.schemas import (
     ALL_EVENTS,
     CALLBACK,
     MAX_ENDPOINTS,
+    WEBHOOK,
     DeliveriesQuery,
     EndpointCreate,
     EndpointUpdate,
@@ -129,11 +130,12 @@ def wants(endpoint: AnyRow, event_type: str) -> bool:
     return ALL_EVENTS in types or event_type in types
 
 
-def _delivery(event: AnyRow, *, target: str, url: str, now: datetime) -> dict[str, Any]:
+def _delivery(event: AnyRow, *, target: str, url: str, now: datetime,
+              protocol: str = WEBHOOK) -> dict[str, Any]:
     return {
         "delivery_id": ids.delivery_id(), "event_id": event["event_id"],
         "account_id": event["account_id"], "mode": event["mode"], "target": target,
-        "url": url, "host": url_host(url), "object_id": event["object_id"],
+        "protocol": protocol, "url": url, "host": url_host(url), "object_id": event["object_id"],
         "sequence": event["sequence"],
         "status": "pending", "attempts": 0, "next_attempt_at": now,
         "window_started_at": now, "window_attempts": 0, "created_at": now, "updated_at": now,
@@ -144,7 +146,8 @@ def _deliveries_for(event: AnyRow, endpoints: Sequence[AnyRow], now: datetime
                     ) -> list[dict[str, Any]]:
     rows = []
     if event["callback_url"]:
-        rows.append(_delivery(event, target=CALLBACK, url=event["callback_url"], now=now))
+        rows.append(_delivery(event, target=CALLBACK, url=event["callback_url"], now=now,
+                              protocol=event["callback_protocol"] or WEBHOOK))
     for ep in endpoints:
         if (ep["account_id"], ep["mode"]) == (event["account_id"], event["mode"]) and wants(
                 ep, event["event_type"]):
@@ -232,14 +235,22 @@ class AttemptResult:
 
     @property
     def succeeded(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
+        """A 2xx (and, for a protocol notification, the reply it asks for)."""
+        return (self.error is None and self.status_code is not None
+                and 200 <= self.status_code < 300)
 
 
-def retry_delay(settings: Settings, attempts_done: int) -> float:
+def retry_delay(settings: Settings, attempts_done: int, protocol: str = WEBHOOK
+                ) -> float | None:
     """Seconds before the next attempt, after `attempts_done` attempts failed (counted
-    since the retry window began: a resend starts the schedule over)."""
-    schedule = settings.webhook_retry_schedule
-    return schedule[min(attempts_done, len(schedule) - 1)]
+    since the retry window began: a resend starts the schedule over). Webhooks repeat the
+    last delay until the give-up time; a protocol notification (EasyPay, crypto gateway)
+    is sent once for each delay of its schedule and then no more (None)."""
+    if protocol == WEBHOOK:
+        schedule = settings.webhook_retry_schedule
+        return schedule[min(attempts_done, len(schedule) - 1)]
+    schedule = settings.notify_retry_schedule
+    return schedule[attempts_done] if attempts_done < len(schedule) else None
 
 
 def outcome(settings: Settings, delivery: AnyRow, result: AttemptResult, now: datetime
@@ -249,10 +260,11 @@ def outcome(settings: Settings, delivery: AnyRow, result: AttemptResult, now: da
                               "last_error": result.error, "updated_at": now}
     if result.succeeded:
         return {**values, "status": "succeeded", "completed_at": now, "next_attempt_at": None}
-    next_at = now + timedelta(seconds=retry_delay(settings, delivery["window_attempts"]))
+    delay = retry_delay(settings, delivery["window_attempts"], delivery["protocol"])
+    next_at = None if delay is None else now + timedelta(seconds=delay)
     give_up_at = delivery["window_started_at"] + timedelta(
         seconds=settings.webhook_give_up_seconds)
-    if next_at > give_up_at:
+    if next_at is None or next_at > give_up_at:
         return {**values, "status": "failed", "completed_at": now, "next_attempt_at": None}
     return {**values, "status": "pending", "completed_at": None, "next_attempt_at": next_at}
 

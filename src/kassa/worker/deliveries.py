@@ -18,7 +18,7 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +28,10 @@ from sqlalchemy import Connection
 from kassa.context import ServiceContext
 from kassa.core.signing import webhook_headers
 from kassa.db.database import Database
+from kassa.facades import notify
 from kassa.webhooks import repository
 from kassa.webhooks import service as webhooks
-from kassa.webhooks.schemas import CALLBACK
+from kassa.webhooks.schemas import CALLBACK, WEBHOOK
 from kassa.webhooks.sender import delivery_client, post_event
 from kassa.webhooks.ssrf import parse_networks
 
@@ -44,10 +45,11 @@ USER_AGENT = "Kassa-Webhooks/1.0"
 class Claimed:
     delivery: Mapping[Any, Any]
     lease_token: str
-    url: str | None  # None: the endpoint is gone or disabled
+    url: str | None  # None: the endpoint is gone or disabled (or the facade order's key)
+    method: str
     body: bytes
-    event_type: str
-    secrets: list[str]
+    headers: Callable[[int], dict[str, str]]  # signed at the send time (Unix seconds)
+    expect_reply: bytes | None  # a protocol notification's "success"
 
 
 class AttemptRecorder:
@@ -206,7 +208,7 @@ class Deliverer:
         fanned, claimed = await self.db.write(unit)
         for job in claimed:
             self.per_host[job.delivery["host"]] += 1
-            task = asyncio.create_task(self._deliver(job, job.delivery["url"]))
+            task = asyncio.create_task(self._deliver(job))
             self.in_flight.add(task)
             task.add_done_callback(self._done)
         return fanned > 0 or (free > 0 and len(claimed) == free)
@@ -215,12 +217,24 @@ class Deliverer:
         if not rows:
             return []
         now = self.ctx.clock.now()
-        payloads = repository.payloads(conn, (r["event_id"] for r in rows))
-        versions = repository.secret_versions(conn, (r["account_id"] for r in rows))
+        hooks = [r for r in rows if r["protocol"] == WEBHOOK]
+        notices = notify.notices(conn, self.ctx,
+                                 [r for r in rows if r["protocol"] != WEBHOOK])
+        payloads = repository.payloads(conn, (r["event_id"] for r in hooks))
+        versions = repository.secret_versions(conn, (r["account_id"] for r in hooks))
         endpoints = repository.endpoint_states(
-            conn, (r["target"] for r in rows if r["target"] != CALLBACK))
+            conn, (r["target"] for r in hooks if r["target"] != CALLBACK))
         claimed = []
         for r in rows:
+            if r["protocol"] != WEBHOOK:
+                notice = notices[r["delivery_id"]]
+                claimed.append(Claimed(
+                    delivery=r, lease_token=token, url=None if notice is None else notice.url,
+                    method="GET" if notice is None else notice.method,
+                    body=b"" if notice is None else notice.body,
+                    headers=(lambda _: {}) if notice is None else notice.headers,
+                    expect_reply=None if notice is None else notice.expect_reply))
+                continue
             url: str | None = r["url"]  # an endpoint's pending deliveries follow its URL
             if r["target"] != CALLBACK:
                 ep = endpoints.get(r["target"])
@@ -228,10 +242,28 @@ class Deliverer:
                     url = None  # nothing more once disabled or deleted
             payload = payloads[r["event_id"]]
             claimed.append(Claimed(
-                delivery=r, lease_token=token, url=url,
-                body=payload["payload_json"].encode(), event_type=payload["event_type"],
-                secrets=webhooks.signing_secrets(self.ctx, versions[r["account_id"]], now)))
+                delivery=r, lease_token=token, url=url, method="POST",
+                body=payload["payload_json"].encode(),
+                headers=self._webhook_headers(r, payload["event_type"],
+                                              payload["payload_json"].encode(),
+                                              webhooks.signing_secrets(
+                                                  self.ctx, versions[r["account_id"]], now)),
+                expect_reply=None))
         return claimed
+
+    @staticmethod
+    def _webhook_headers(d: Mapping[Any, Any], event_type: str, body: bytes,
+                         secrets: list[str]) -> Callable[[int], dict[str, str]]:
+        def headers(timestamp: int) -> dict[str, str]:
+            return {
+                "Content-Type": "application/json",
+                "X-Event-Id": d["event_id"],
+                "X-Event-Type": event_type,
+                "X-Delivery-Id": d["delivery_id"],
+                "X-Delivery-Attempt": str(d["attempts"]),
+                **webhook_headers(secrets, body, timestamp),
+            }
+        return headers
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.in_flight.discard(task)
@@ -239,29 +271,25 @@ class Deliverer:
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook delivery task failed", exc_info=task.exception())
 
-    async def _deliver(self, job: Claimed, url: str) -> None:
+    async def _deliver(self, job: Claimed) -> None:
         d = job.delivery
         try:
             if job.url is None:
                 await self.db.write(lambda conn: webhooks.give_up(
                     conn, delivery=d, lease_token=job.lease_token,
-                    reason="the endpoint was disabled or deleted", now=self.ctx.clock.now()))
+                    reason=("the endpoint was disabled or deleted"
+                            if d["protocol"] == WEBHOOK else
+                            "the order's protocol credential was revoked"),
+                    now=self.ctx.clock.now()))
                 return
             attempted_at = self.ctx.clock.now()
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-                "X-Event-Id": d["event_id"],
-                "X-Event-Type": job.event_type,
-                "X-Delivery-Id": d["delivery_id"],
-                "X-Delivery-Attempt": str(d["attempts"]),
-                # The receiver checks t against its own clock: real time, always.
-                **webhook_headers(job.secrets, job.body, int(time.time())),
-            }
+            # The receiver checks a signature's time against its own clock: real time.
+            headers = {"User-Agent": USER_AGENT, **job.headers(int(time.time()))}
             result = await post_event(
-                self.client, url, body=job.body, headers=headers, live=d["mode"] == "live",
-                resolver=self.ctx.resolver, exempt=self.exempt,
-                timeout=self.ctx.settings.webhook_timeout_seconds)
+                self.client, job.url, body=job.body, headers=headers,
+                live=d["mode"] == "live", resolver=self.ctx.resolver, exempt=self.exempt,
+                timeout=self.ctx.settings.webhook_timeout_seconds, method=job.method,
+                expect_reply=job.expect_reply)
             if result.succeeded:
                 self.sent += 1
             log.debug("delivery %s attempt %s -> %s %s", d["delivery_id"], d["attempts"],

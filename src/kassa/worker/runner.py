@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 
 from kassa.context import ServiceContext
 from kassa.db.database import Database
+from kassa.facades import repository as facades
 from kassa.idempotency import repository as idempotency
 from kassa.worker import queue
 from kassa.worker.deliveries import Deliverer
@@ -111,3 +112,7 @@ class Worker:
         purged = await self.db.write(lambda conn: idempotency.purge_older_than(conn, cutoff))
         if purged:
             log.info("purged %d expired idempotency keys", purged)
+        now = self.ctx.clock.now()
+        nonces = await self.db.write(lambda conn: facades.purge_nonces(conn, now=now))
+        if nonces:
+            log.info("purged %d expired crypto-gateway nonces", nonces)
