@@ -14,6 +14,14 @@
                                                        refunds, refunds newest); FILE gets the
                                                        next_cursor of every page of 20, one a
                                                        line, as a client walking it sends them
+    prepare.py epay --count N --out FILE               N signed EasyPay /mapi.php form bodies
+                                                       (each its own out_trade_no), one a line;
+                                                       BENCH_EPAY_PID / BENCH_EPAY_KEY
+    prepare.py cryptogw --count N --out FILE           N signed crypto-gateway /v1/payment
+                                                       requests, "timestamp TAB nonce TAB
+                                                       signature TAB body" a line (good for the
+                                                       5 minutes their timestamps are accepted);
+                                                       BENCH_CRYPTO_KEY / BENCH_CRYPTO_SECRET
     prepare.py wait-idle [--timeout S]                 wait until the worker has run every job
                                                        due within the next minute (reads the
                                                        database named by KASSA_* settings)
@@ -26,13 +34,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from sqlalchemy import create_engine, func, select
@@ -240,6 +252,38 @@ def _history(args: argparse.Namespace) -> None:
           f"{len(cursors)} page cursors -> {args.out}", flush=True)
 
 
+def _epay(args: argparse.Namespace) -> None:
+    """Signed as seed 003 says (the bench's own signer): sorted, no empty values, + KEY."""
+    pid, key = os.environ["BENCH_EPAY_PID"], os.environ["BENCH_EPAY_KEY"]
+    run = secrets.token_hex(4)
+    with open(args.out, "w") as out:
+        for i in range(args.count):
+            params = {"pid": pid, "type": "alipay", "out_trade_no": f"b{run}{i}",
+                      "notify_url": CALLBACK_URL, "name": "bench order", "money": "50.00",
+                      "clientip": "127.0.0.1"}
+            signing = "&".join(f"{k}={params[k]}" for k in sorted(params))
+            params["sign"] = hashlib.md5((signing + key).encode()).hexdigest()
+            params["sign_type"] = "MD5"
+            out.write(urlencode(params) + "\n")
+    print(f"epay: {args.count} signed mapi.php bodies -> {args.out}", flush=True)
+
+
+def _cryptogw(args: argparse.Namespace) -> None:
+    key, secret = os.environ["BENCH_CRYPTO_KEY"], os.environ["BENCH_CRYPTO_SECRET"]
+    run = secrets.token_hex(4)
+    timestamp = str(int(time.time()))
+    with open(args.out, "w") as out:
+        for i in range(args.count):
+            body = (f'{{"order_no":"b{run}{i}","currency":"USDT","amount":"10.00",'
+                    f'"chain_type":"bsc","notify_url":"{CALLBACK_URL}"}}')
+            nonce = secrets.token_hex(8)
+            signature = hmac.new(secret.encode(), f"{timestamp}\n{nonce}\n{body}".encode(),
+                                 hashlib.sha256).hexdigest()
+            out.write(f"{timestamp}\t{nonce}\t{signature}\t{body}\n")
+    print(f"cryptogw: {args.count} signed /v1/payment requests for key {key[:12]}... -> "
+          f"{args.out}", flush=True)
+
+
 def _wait_idle(args: argparse.Namespace) -> None:
     engine = create_engine(Settings().resolved_database_url)
     deadline = time.monotonic() + args.timeout
@@ -278,6 +322,10 @@ def main() -> None:
         if name in ("paid", "history"):
             p.add_argument("--timeout", type=float, default=120.0,
                            help="seconds to wait for the sandbox to complete the orders")
+    for name in ("epay", "cryptogw"):
+        p = sub.add_parser(name)
+        p.add_argument("--count", type=int, required=True)
+        p.add_argument("--out", required=True)
     w = sub.add_parser("wait-idle")
     w.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
@@ -287,6 +335,10 @@ def main() -> None:
         _paid(args)
     elif args.command == "history":
         _history(args)
+    elif args.command == "epay":
+        _epay(args)
+    elif args.command == "cryptogw":
+        _cryptogw(args)
     else:
         _make(args, dispatch=args.command == "orders")
 

@@ -9,6 +9,8 @@
 #   BENCH_CONNECTIONS=64            wrk -c
 #   BENCH_THREADS="1 2"             wrk -t values to try, each scenario is run once per value
 #   BENCH_SCENARIOS="query create_payment create_task refund transactions transactions_cursor"
+#                                   (also: epay_mapi, cryptogw_create: the protocol facades'
+#                                   order creation, each request signed beforehand)
 #   BENCH_TASKS=<n>                 unused undispatched tasks to have before each create_payment
 #                                   run (default 5000 x duration in seconds, more than this box
 #                                   can take; the pool is topped up between runs)
@@ -169,6 +171,15 @@ EOF
 "$KASSA" accounts create --name Bench --tier enterprise --json > "$WORK/account.json"
 read -r BENCH_API_KEY BENCH_API_SECRET < <(test_key "$WORK/account.json")
 export BENCH_API_KEY BENCH_API_SECRET
+protocol_key() {  # "id secret" of the account's test-mode credential of protocol $2
+  "$PY" -c 'import json, sys
+creds = json.load(open(sys.argv[1]))["protocol_credentials"]
+c = next(c for c in creds if c["mode"] == "test" and c["protocol"] == sys.argv[2])
+print(c["id"], c["secret"])' "$1" "$2"
+}
+read -r BENCH_EPAY_PID BENCH_EPAY_KEY < <(protocol_key "$WORK/account.json" epay)
+read -r BENCH_CRYPTO_KEY BENCH_CRYPTO_SECRET < <(protocol_key "$WORK/account.json" cryptogw)
+export BENCH_EPAY_PID BENCH_EPAY_KEY BENCH_CRYPTO_KEY BENCH_CRYPTO_SECRET
 # The transactions scenarios read a merchant of their own, whose history has the same size
 # whatever ran before them.
 HISTORY_ENV=()
@@ -305,6 +316,10 @@ run_wrk() {  # scenario threads
     refund)
       ensure_refund_pool
       args=("$WORK/refund-orders.txt" "$REFUND_METHOD") ;;
+    epay_mapi|cryptogw_create)  # fresh signed requests (the gateway's are good for 5 min)
+      "$PY" "$BENCH/prepare.py" "${scenario%_*}" --count "$TASKS_PER_RUN" \
+        --out "$WORK/signed.txt" | tee -a "$OUT"
+      args=("$WORK/signed.txt" "$threads") ;;
     transactions) env_args=("${HISTORY_ENV[@]}") ;;
     transactions_cursor) env_args=("${HISTORY_ENV[@]}"); args=("$WORK/cursors.txt") ;;
   esac
