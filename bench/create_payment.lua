@@ -10,7 +10,9 @@
 -- prints "task lines used: K": lines after K were not sent, run.sh hands them to the next run.
 -- Env: BENCH_API_KEY, BENCH_API_SECRET, BENCH_CALLBACK_URL.
 
-dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(dir .. "common.lua")
+dofile(dir .. "signed_lines.lua")  -- the task ids, one a line, split between the threads
 expect_status(201)
 
 local path = "/api/v1/payment/create"
@@ -19,37 +21,15 @@ local body_format = '{"task_id":"%s","amount":5000,"currency":"CNY","payment_met
    .. '"return_url":"https://your-app.com/payment/success","callback_url":"'
    .. CALLBACK_URL .. '"}'
 
-ids = {}
-sent = 0
-exhausted = 0
-
-function init(args)
-   local file, nthreads = args[1], tonumber(args[2] or "1")
-   local n = 0
-   for line in io.lines(file) do
-      if n % nthreads == tid and line ~= "" then
-         table.insert(ids, line)
-      end
-      n = n + 1
-   end
-   if #ids == 0 then
-      error("no task ids for thread " .. tid .. " in " .. file)
-   end
-end
-
 function request()
-   sent = sent + 1
-   if sent > #ids then
-      exhausted = exhausted + 1
-   end
-   local id = ids[((sent - 1) % #ids) + 1]
+   local id = next_line()
    return wrk.format("POST", path, headers, string.format(body_format, id))
 end
 
 function done(summary, latency, requests)
    local ids_total, ran_out, lines_used = 0, 0, 0
    for i, t in ipairs(threads) do
-      local n_ids, n_sent = #t:get("ids"), t:get("sent")
+      local n_ids, n_sent = #t:get("lines"), t:get("sent")
       ids_total = ids_total + n_ids
       -- this thread's last id was on line (k - 1) * #threads + tid + 1 of the file
       local k = math.min(n_sent, n_ids)

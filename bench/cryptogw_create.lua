@@ -9,7 +9,7 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(dir .. "common.lua")
 dofile(dir .. "signed_lines.lua")
-expect_body('"code":10000')
+expect_status(200, '"code":10000')
 
 local api_key = os.getenv("BENCH_CRYPTO_KEY")
 

@@ -7,7 +7,7 @@
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 dofile(dir .. "common.lua")
 dofile(dir .. "signed_lines.lua")
-expect_body('"code":1')
+expect_status(200, '"code":1')
 
 local headers = {["Content-Type"] = "application/x-www-form-urlencoded"}
 

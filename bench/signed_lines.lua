@@ -1,6 +1,7 @@
--- Shared by the facade scenarios: the prepared signed requests of FILE (one a line, made by
--- prepare.py), split between the wrk threads (line i to thread i mod THREADS), each sent
--- once; a thread that runs out starts over (duplicates: reported as exhausted).
+-- Shared by the scenarios that send prepared lines (task ids; the facades' signed requests)
+-- of FILE (one a line, made by prepare.py), split between the wrk threads (line i to thread
+-- i mod THREADS), each sent once; a thread that runs out starts over (duplicates: reported
+-- as exhausted).
 
 lines = {}
 sent = 0
@@ -26,21 +27,6 @@ function next_line()
       exhausted = exhausted + 1
    end
    return lines[((sent - 1) % #lines) + 1]
-end
-
--- A 200 whose body has `marker` is success; anything else is counted as unexpected (a 200
--- with an error body, as EasyPay answers errors, is counted as 299).
-function expect_body(marker)
-   function response(status, hdrs, body)
-      if status ~= 200 or not string.find(body or "", marker, 1, true) then
-         local key = status
-         if status == 200 then key = 299 end
-         bad[key] = (bad[key] or 0) + 1
-         if sample == "" then
-            sample = status .. " " .. string.sub(body or "", 1, 300)
-         end
-      end
-   end
 end
 
 function report_lines(name, summary)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
+from kassa.db.prepared import Prepared
 from kassa.db.tables import accounts, api_keys, facade_credentials
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -63,14 +64,20 @@ def insert_facade_credential(conn: Connection, values: dict[str, Any]) -> None:
     conn.execute(insert(facade_credentials).values(**values))
 
 
-def find_facade_credential(conn: Connection, *, protocol: str, lookup: str) -> AnyRow | None:
-    """An active credential with its account's tier and name."""
-    c = facade_credentials.c
-    stmt = (select(c.protocol, c.lookup, c.account_id, c.mode, c.secret_version, accounts.c.tier,
-                   accounts.c.name)
-            .join(accounts, accounts.c.account_id == c.account_id)
-            .where(c.protocol == protocol, c.lookup == lookup, c.revoked_at.is_(None)))
-    return conn.execute(stmt).first()
+_find_facade_credential = Prepared(
+    select(facade_credentials.c.protocol, facade_credentials.c.lookup,
+           facade_credentials.c.account_id, facade_credentials.c.mode,
+           facade_credentials.c.secret_version, accounts.c.tier, accounts.c.name)
+    .join(accounts, accounts.c.account_id == facade_credentials.c.account_id)
+    .where(facade_credentials.c.protocol == bindparam("protocol"),
+           facade_credentials.c.lookup == bindparam("lookup"),
+           facade_credentials.c.revoked_at.is_(None)))
+
+
+def find_facade_credential(conn: Connection, *, protocol: str, lookup: str
+                           ) -> dict[str, Any] | None:
+    """An active credential with its account's tier and name (every protocol request)."""
+    return _find_facade_credential.first(conn, {"protocol": protocol, "lookup": lookup})
 
 
 def facade_credentials_of(conn: Connection, account_id: str) -> list[AnyRow]:

@@ -208,10 +208,10 @@ def resolve_protocol_credential(conn: Connection, ctx: ServiceContext, *, protoc
     row = repository.find_facade_credential(conn, protocol=protocol, lookup=lookup)
     if row is None:
         return None
-    principal = Principal(account_id=row.account_id, mode=row.mode, tier=row.tier,
-                          name=row.name, secret_hash="")
-    return principal, protocol_secret(ctx, protocol=protocol, account_id=row.account_id,
-                                      mode=row.mode, version=row.secret_version), lookup
+    principal = Principal(account_id=row["account_id"], mode=row["mode"], tier=row["tier"],
+                          name=row["name"], secret_hash="")
+    return principal, protocol_secret(ctx, protocol=protocol, account_id=row["account_id"],
+                                      mode=row["mode"], version=row["secret_version"]), lookup
 
 
 def credential_secret(conn: Connection, ctx: ServiceContext, *, protocol: str, lookup: str,
@@ -221,5 +221,6 @@ def credential_secret(conn: Connection, ctx: ServiceContext, *, protocol: str, l
     row = repository.find_facade_credential(conn, protocol=protocol, lookup=lookup)
     if row is None:
         return None
-    return row.lookup, protocol_secret(ctx, protocol=protocol, account_id=row.account_id,
-                                       mode=row.mode, version=row.secret_version)
+    return row["lookup"], protocol_secret(ctx, protocol=protocol,
+                                          account_id=row["account_id"], mode=row["mode"],
+                                          version=row["secret_version"])

@@ -78,7 +78,10 @@ async def request_params(request: Request, limit: int) -> dict[str, str]:
         # (bounded by the same limit: the whole body is read before it is parsed)
         raw = await read_body(request, limit)
         request._body = raw
-        form = await request.form(max_files=0, max_fields=100)
+        try:
+            form = await request.form(max_files=0, max_fields=100)
+        except Exception as exc:  # a broken or oversized form (files are not taken)
+            raise BadParameters("the multipart form could not be read") from exc
         params.update({k: _text(k, v) for k, v in form.items()})
         return params
     raw = await read_body(request, limit)

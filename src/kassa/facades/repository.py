@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 
+from kassa.db.prepared import Prepared
 from kassa.db.tables import facade_nonces, facade_orders, orders
 
 AnyRow = dict[str, Any]
@@ -17,19 +18,28 @@ _joined = select(orders, *[c for c in facade_orders.c if c.name not in orders.c]
     facade_orders, facade_orders.c.order_id == orders.c.order_id)
 
 
+_insert = Prepared(insert(facade_orders))
+_by_merchant_no = _joined.where(
+    facade_orders.c.account_id == bindparam("account_id"),
+    facade_orders.c.mode == bindparam("mode"), facade_orders.c.protocol == bindparam("protocol"),
+    facade_orders.c.merchant_order_no == bindparam("merchant_order_no"))
+_find_by_merchant_no = Prepared(_by_merchant_no)
+_lock_by_merchant_no = Prepared(_by_merchant_no.with_for_update(of=orders))
+_nonce_seen = Prepared(select(facade_nonces.c.nonce).where(
+    facade_nonces.c.credential == bindparam("credential"),
+    facade_nonces.c.nonce == bindparam("nonce")))
+_insert_nonce = Prepared(insert(facade_nonces))
+
+
 def insert_facade_order(conn: Connection, values: dict[str, Any]) -> None:
-    conn.execute(insert(facade_orders).values(**values))
+    _insert.run(conn, values)
 
 
 def find_by_merchant_no(conn: Connection, *, account_id: str, mode: str, protocol: str,
                         merchant_order_no: str, for_update: bool = False) -> AnyRow | None:
-    stmt = _joined.where(facade_orders.c.account_id == account_id,
-                         facade_orders.c.mode == mode, facade_orders.c.protocol == protocol,
-                         facade_orders.c.merchant_order_no == merchant_order_no)
-    if for_update:
-        stmt = stmt.with_for_update(of=orders)
-    row = conn.execute(stmt).mappings().first()
-    return None if row is None else dict(row)
+    return (_lock_by_merchant_no if for_update else _find_by_merchant_no).first(conn, {
+        "account_id": account_id, "mode": mode, "protocol": protocol,
+        "merchant_order_no": merchant_order_no})
 
 
 def find_by_order_id(conn: Connection, *, account_id: str, mode: str, protocol: str,
@@ -55,12 +65,10 @@ def use_nonce(conn: Connection, *, credential: str, nonce: str, expires_at: date
     """Record a nonce; False if it was used before (and has not expired yet). A concurrent
     use of the same nonce fails on the primary key and is retried by the caller, which
     then sees it here."""
-    found = conn.execute(select(facade_nonces.c.nonce).where(
-        facade_nonces.c.credential == credential, facade_nonces.c.nonce == nonce)).first()
-    if found is not None:
+    key = {"credential": credential, "nonce": nonce}
+    if _nonce_seen.first(conn, key) is not None:
         return False
-    conn.execute(insert(facade_nonces).values(credential=credential, nonce=nonce,
-                                              expires_at=expires_at))
+    _insert_nonce.run(conn, {**key, "expires_at": expires_at})
     return True
 
 

@@ -187,11 +187,13 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
 
 def _announce(conn: Connection, refund: Mapping[str, Any], order: Mapping[str, Any] | None,
               event_type: str, sequence: int, *, now: datetime) -> None:
-    """Record a refund event; it goes to its order's callback_url too."""
+    """Record a refund event; it goes to its order's callback_url too (not to a protocol
+    facade's notify_url: EasyPay and the crypto gateway notify payments only)."""
+    told = order is not None and order["callback_protocol"] is None
     events.record(conn, account_id=refund["account_id"], mode=refund["mode"],
                   event_type=event_type, object_id=refund["refund_id"], sequence=sequence,
                   data=render_refund(refund),
-                  callback_url=None if order is None else order["callback_url"], now=now)
+                  callback_url=order["callback_url"] if told and order else None, now=now)
 
 
 def _mark_refunded_if_done(conn: Connection, order: Mapping[str, Any], now: datetime) -> None:
