@@ -7,11 +7,16 @@ rejected when they carry more places than the currency has.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 # Minor units per currency (ISO 4217 exponent). USDT is carried with 2 places in
 # Kassa's wire formats (seed 002 sends amounts as 2-decimal strings).
 CURRENCY_EXPONENT: dict[str, int] = {"CNY": 2, "USD": 2, "EUR": 2, "USDT": 2}
+
+
+# Decimal precision for conversions: far more digits than any amount a request can carry
+# (the default 28 would round, or refuse to quantize, amounts from about 10**26).
+EXACT_DIGITS = 80
 
 
 class MoneyError(ValueError):
@@ -64,7 +69,8 @@ def parse_decimal_amount(text: str, currency: str) -> Money:
 
 
 def round_half_up(value: Decimal) -> int:
-    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    with localcontext(prec=EXACT_DIGITS):
+        return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,4 +93,5 @@ def split_fee(amount: int, fee_bps: int) -> FeeSplit:
 
 def convert(amount_minor: int, rate: Decimal) -> int:
     """Convert minor units at `rate` (target per source unit), rounding half up."""
-    return round_half_up(Decimal(amount_minor) * rate)
+    with localcontext(prec=EXACT_DIGITS):
+        return round_half_up(Decimal(amount_minor) * rate)

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_UP, Decimal
+from decimal import ROUND_UP, Decimal, localcontext
 from typing import Any
 
 import orjson
@@ -39,7 +39,13 @@ from starlette.routing import Route
 
 from kassa.accounts.schemas import Protocol
 from kassa.context import ServiceContext
-from kassa.core.money import CURRENCY_EXPONENT, Money, MoneyError, parse_decimal_amount
+from kassa.core.money import (
+    CURRENCY_EXPONENT,
+    EXACT_DIGITS,
+    Money,
+    MoneyError,
+    parse_decimal_amount,
+)
 from kassa.core.signing import cryptogw_signature, cryptogw_signature_matches
 from kassa.core.states import OrderStatus
 from kassa.errors import KassaError, PayloadTooLarge, PaymentMethodUnavailable, RateLimited
@@ -53,6 +59,7 @@ PROTOCOL = Protocol.CRYPTOGW
 PAYMENT_METHOD = "usdt"
 CHAINS = {"bsc"}
 ORDER_NO = re.compile(r"[A-Za-z0-9]{8,32}")
+UNIX_SECONDS = re.compile(r"[0-9]{1,12}")  # ASCII digits only (str.isdigit takes "²")
 NONCE_MAX = 64
 PRODUCT_NAME_MAX = 32
 META_MAX = 1024
@@ -103,8 +110,9 @@ def usdt_quote(ctx: ServiceContext, amount: Money) -> str:
     the cent so the merchant never receives less than the order is worth."""
     if amount.currency == "USDT":
         return amount.to_decimal_string()
-    value = amount.to_decimal() * ctx.fx_rate(amount.currency) / ctx.fx_rate("USDT")
-    return str(value.quantize(Decimal("0.01"), rounding=ROUND_UP))
+    with localcontext(prec=EXACT_DIGITS):  # exact for any amount the request can carry
+        value = amount.to_decimal() * ctx.fx_rate(amount.currency) / ctx.fx_rate("USDT")
+        return str(value.quantize(Decimal("0.01"), rounding=ROUND_UP))
 
 
 def order_request(ctx: ServiceContext, body: Mapping[str, Any], *, live: bool
@@ -213,7 +221,7 @@ class CryptoEndpoints:
             conn, self.ctx, protocol=PROTOCOL, public_id=api_key))
         if caller is None:
             raise CryptoError(10001, 401, "Invalid API key")
-        if not timestamp.isdigit() or len(timestamp) > 12:
+        if not UNIX_SECONDS.fullmatch(timestamp):
             raise CryptoError(10002, 401, "X-Timestamp must be Unix time in seconds")
         if not nonce or len(nonce) > NONCE_MAX or not nonce.isascii() or not (
                 nonce.isprintable()):

@@ -158,8 +158,10 @@ def render_order(order: Mapping[Any, Any], public_url: str) -> dict[str, Any]:
             "total_cents": split.total,
         }),
         "refunded_cents": order["refunded_cents"],
+        # (a collection's fee is the channel's, taken when it was paid: no worker is paid)
         "escrow": {"held_cents": held, "released_cents": released, "refunded_cents": refunded,
-                   "worker_payout_cents": released - fee, "platform_fee_cents": fee,
+                   "worker_payout_cents": released - fee if order["purpose"] == PURPOSE_PAYMENT
+                   else 0, "platform_fee_cents": fee,
                    "currency": "CNY"},
         "card": ({"brand": order["card_brand"], "last4": order["card_last4"]}
                  if order["card_last4"] else None),
