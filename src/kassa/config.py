@@ -93,6 +93,13 @@ class Settings(BaseSettings):
             raise ValueError("a retry schedule needs at least one delay, none negative")
         return v
 
+    @field_validator("collection_fee_bps")
+    @classmethod
+    def _fees(cls, v: dict[str, int]) -> dict[str, int]:
+        if any(not 0 <= bps <= 10_000 for bps in v.values()):
+            raise ValueError("collection_fee_bps values are basis points, 0 to 10000")
+        return v
+
     @field_validator("sqlite_synchronous")
     @classmethod
     def _sync_mode(cls, v: str) -> str:

@@ -566,25 +566,88 @@ def test_native_query_of_a_paid_collection_shows_no_negative_worker_payout(
     assert native["escrow"]["worker_payout_cents"] >= 0, native["escrow"]
 
 
+def native_order(merchant: Merchant, order_id: str) -> dict[str, Any]:
+    r = merchant.test.get("/api/v1/payment/query", params={"order_id": order_id})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def native_refund(merchant: Merchant, order_id: str, **fields: Any) -> dict[str, Any]:
+    r = merchant.test.post("/api/v1/payment/refund",
+                           json={"order_id": order_id, "reason": "duplicate_payment", **fields})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def settled_balance(merchant: Merchant, timeout: float = 10.0) -> int:
+    """The available balance once no refund is in flight any more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = merchant.test.get("/api/v1/payment/balance")
+        assert r.status_code == 200, r.text
+        if r.json()["refunds_in_flight_cents"] == 0:
+            return int(r.json()["balance_cents"])
+        assert time.monotonic() < deadline, r.json()
+        time.sleep(0.05)
+
+
 def test_full_refund_through_the_native_api_is_state_5_and_not_notified(
         gw: CryptoClient, merchant: Merchant, shop_factory: Callable[..., FakeShop]) -> None:
+    """A full refund takes from the balance exactly what the order brought in (142.00 CNY
+    less the 1.42 fee); the fee comes back from the platform. The other order is untouched."""
     shop = shop_factory()
     ids = [assert_ok(shop.create_order(f"Refund00000{i}", "USD", "20.00"))["id"]
-           for i in range(2)]  # two: a refund is paid from the available balance
+           for i in range(2)]
     shop.wait_for(2)
     for order_id in ids:
         wait_for_delivery(merchant, order_id, "succeeded")
     assert balance(merchant) == 2 * 14058
-    r = merchant.test.post("/api/v1/payment/refund",
-                           json={"order_id": ids[0], "reason": "duplicate_payment"})
-    assert r.status_code == 200, r.text
-    assert (r.json()["amount"], r.json()["amount_cny"]) == (2000, 14200)
+    made = native_refund(merchant, ids[0])
+    assert (made["amount"], made["amount_cny"]) == (2000, 14200)
+    assert balance(merchant) == 14058  # 14200 - 142: what the order brought in
     refunded = query_state(gw, ids[0], 5)
     assert (refunded["amount"], refunded["order_amount"]) == ("20.00", "20.00")
     assert assert_ok(gw.query({"id": ids[1]}))["state"] == 2
     time.sleep(0.5)
     assert len(shop.notifications()) == 2  # the notify_url hears of payments only
-    assert balance(merchant) == 2 * 14058 - 14200  # the channel fee is not given back
+    assert settled_balance(merchant) == 14058  # the other order's net: the whole fee back
+    assert native_order(merchant, ids[0])["escrow"]["platform_fee_cents"] == 0
+    assert native_order(merchant, ids[1])["escrow"]["platform_fee_cents"] == 142
+    # The history: the two orders are collections, the refund a refund.
+    r = merchant.test.get("/api/v1/payment/transactions", params={"type": "collection"})
+    assert r.status_code == 200, r.text
+    assert sorted(t["order_id"] for t in r.json()["data"]) == sorted(ids)
+    r = merchant.test.get("/api/v1/payment/transactions", params={"type": "refund"})
+    assert [(t["order_id"], t["refund_id"]) for t in r.json()["data"]] == [
+        (ids[0], made["refund_id"])]
+
+
+def test_partial_refunds_give_the_channel_fee_back_in_proportion(
+        gw: CryptoClient, merchant: Merchant, shop_factory: Callable[..., FakeShop]) -> None:
+    """20.00 USD = 142.00 CNY, fee 1% = 142 cents. Refunding 5.00 USD (35.50 CNY) gives back
+    round_half_up(35.5) = 36 cents of it (half up, not to even), so 35.14 CNY comes out of
+    the balance; the rest (15.00 USD = 106.50 CNY) takes the 106 cents left. In all the
+    balance gives back exactly what the order brought in."""
+    shop = shop_factory()
+    order_id = assert_ok(shop.create_order("Partial00001", "USD", "20.00"))["id"]
+    shop.wait_for(1)
+    wait_for_delivery(merchant, order_id, "succeeded")
+    assert balance(merchant) == 14058
+    first = native_refund(merchant, order_id, amount=500)
+    assert (first["amount"], first["amount_cny"]) == (500, 3550)
+    assert channel_fee(3550) == 36
+    assert balance(merchant) == 14058 - (3550 - 36)
+    assert native_order(merchant, order_id)["escrow"]["platform_fee_cents"] == 142 - 36
+    assert settled_balance(merchant) == 14058 - 3514
+    assert assert_ok(gw.query({"id": order_id}))["state"] == 2  # paid, partly refunded
+    rest = native_refund(merchant, order_id)
+    assert (rest["amount"], rest["amount_cny"]) == (1500, 10650)
+    assert balance(merchant) == 0
+    assert native_order(merchant, order_id)["escrow"]["platform_fee_cents"] == 0
+    query_state(gw, order_id, 5)
+    assert settled_balance(merchant) == 0
 
 
 # --- 7. retries ------------------------------------------------------------------------------
@@ -607,6 +670,21 @@ def test_notification_retried_until_the_reply_is_success(
     assert len(shop.notifications()) == 3
     assert shop.book["Retry0000001"].paid == 1
     assert balance(merchant) - before == 14058  # credited once
+
+
+def test_success_in_another_case_is_not_success(
+        gw: CryptoClient, merchant: Merchant, shop_factory: Callable[..., FakeShop]) -> None:
+    """Only `success` itself (give or take whitespace and a BOM) ends the retries:
+    `SUCCESS` and ` Success ` are failures."""
+    shop = shop_factory(answer=replies((200, b"SUCCESS"), (200, b" Success "),
+                                       (200, b"\xef\xbb\xbf success\r\n")))
+    order_id = assert_ok(shop.create_order("Case00000001", "USD", "20.00"))["id"]
+    delivery = wait_for_delivery(merchant, order_id, "succeeded")
+    assert delivery["attempt_count"] == 3
+    assert [bool(a["error"]) for a in delivery["attempts"]] == [True, True, False]
+    time.sleep(0.8)  # longer than the next gap of the schedule (0.5 s): nothing more comes
+    got = shop.notifications()
+    assert len(got) == 3 and all(n.verified for n in got), [n.problems for n in got]
 
 
 def test_notification_answered_500_is_tried_five_times_then_failed(

@@ -204,12 +204,17 @@ refunds = Table(
     Column("failure_code", String(40), nullable=True),
     Column("description", String(300), nullable=False),
     Column("estimated_arrival", UTCDateTime, nullable=False),
+    # A collection's channel fee given back with this refund (CNY cents; 0 for others).
+    Column("fee_returned_cny", Money, nullable=False, server_default="0"),
+    # The merchant's own refund number (EasyPay out_refund_no): a repeat is the same refund.
+    Column("merchant_refund_no", String(64), nullable=True),
     Column("event_seq", Integer, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("completed_at", UTCDateTime, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
     ForeignKeyConstraint(["order_id"], ["orders.order_id"]),
     Index(None, "order_id"),
+    UniqueConstraint("order_id", "merchant_refund_no"),
 )
 
 # The merchant's transaction history (GET /api/v1/payment/transactions): one row per

@@ -55,7 +55,9 @@ class FacadeEdge:
         raise AssertionError("unreachable")
 
     async def hit(self, principal: Principal) -> None:
-        await self.limiter.hit(f"{principal.account_id}:{principal.mode}")
+        """Count an authenticated protocol request (its own quota: protocol traffic never
+        uses up the native API's)."""
+        await self.limiter.hit(f"facade:{principal.account_id}:{principal.mode}")
 
 
 def _text(name: str, value: Any) -> str:

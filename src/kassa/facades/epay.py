@@ -143,6 +143,11 @@ def order_request(params: Mapping[str, str], *, live: bool, need_return_url: boo
             return_url = facades.checked_url(return_url, live=live, field="return_url")
     except KassaError as exc:
         raise EpayError(exc.message) from exc
+    for field, url in (("notify_url", notify_url), ("return_url", return_url)):
+        # Seed 003: 不支持带参数. The shop signs every parameter it receives: its own would
+        # break the sign, and a fragment would swallow ours.
+        if url is not None and ("?" in url or "#" in url):
+            raise EpayError(f"{field}不支持带参数(不能含 ? 或 #)")
     return facades.FacadeOrderRequest(
         protocol=PROTOCOL, merchant_order_no=out_trade_no,
         amount=parse_money(_required(params, "money", "商品金额")), currency="CNY",
@@ -236,9 +241,18 @@ class EpayEndpoints:
                             media_type="application/json; charset=utf-8",
                             headers={"Retry-After": str(exc.retry_after)})
 
+    async def _authenticated(self, params: Mapping[str, str], *, key_allowed: bool) -> None:
+        """Check the credentials, then count the request against the merchant's rate limit
+        (a request with a wrong sign must not use up the merchant's quota: PIDs are
+        public)."""
+        def check(conn: Connection) -> facades.Caller:
+            caller = _caller(conn, self.ctx, params)
+            (_check_key_or_sign if key_allowed else _check_sign)(params, caller.secret)
+            return caller
+        await self.edge.hit((await self.edge.read(check)).principal)
+
     async def _create(self, params: dict[str, str], need_return_url: bool) -> dict[str, Any]:
-        principal = await self.edge.read(lambda conn: _caller(conn, self.ctx, params).principal)
-        await self.edge.hit(principal)
+        await self._authenticated(params, key_allowed=False)
         return await self.edge.write(lambda conn: _open(conn, self.ctx, params,
                                                         need_return_url))
 
@@ -262,14 +276,12 @@ class EpayEndpoints:
         """GET/POST /api.php?act=order (query) | act=refund."""
         async def answer(params: dict[str, str]) -> Response:
             act = params.get("act", "").strip().lower()
+            if act not in ("order", "refund"):
+                raise EpayError("不支持的操作(act): 只支持 order, refund")
+            await self._authenticated(params, key_allowed=True)
             if act == "order":
                 return reply(await self.edge.read(lambda conn: self._query(conn, params)))
-            if act == "refund":
-                principal = await self.edge.read(
-                    lambda conn: _caller(conn, self.ctx, params).principal)
-                await self.edge.hit(principal)
-                return reply(await self.edge.write(lambda conn: self._refund(conn, params)))
-            raise EpayError("不支持的操作(act): 只支持 order, refund")
+            return reply(await self.edge.write(lambda conn: self._refund(conn, params)))
         return await self._guarded(request, answer)
 
     def _find(self, conn: Connection, params: Mapping[str, str], caller: facades.Caller,
@@ -293,12 +305,18 @@ class EpayEndpoints:
         caller = _caller(conn, self.ctx, params)
         _check_key_or_sign(params, caller.secret)
         amount = parse_money(_required(params, "money", "退款金额"))
+        out_refund_no = params.get("out_refund_no", "").strip() or None
+        if out_refund_no is not None and (len(out_refund_no) > ORDER_NO_MAX
+                                          or not out_refund_no.isascii()):
+            raise EpayError(f"退款单号(out_refund_no)最多{ORDER_NO_MAX}位字母数字")
         order = self._find(conn, params, caller, for_update=True)
         try:
-            refund = facades.refund(conn, self.ctx, order=order, amount=amount)
+            refund, _ = facades.refund(conn, self.ctx, order=order, amount=amount,
+                                       merchant_refund_no=out_refund_no)
         except KassaError as exc:
             raise EpayError(f"退款失败: {exc.message}") from exc
         return {"code": 1, "msg": "退款申请成功, 款项将原路退回", "refund_no": refund["refund_id"],
+                "out_refund_no": refund["merchant_refund_no"],
                 "trade_no": order["order_id"], "out_trade_no": order["merchant_order_no"],
                 "money": yuan(refund["amount"]), "status": refund["status"]}
 

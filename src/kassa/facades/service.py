@@ -22,6 +22,7 @@ from kassa.core.urls import UrlError, check_url
 from kassa.errors import ValidationError
 from kassa.facades import repository
 from kassa.payments import service as payments
+from kassa.refunds import repository as refund_repository
 from kassa.refunds import service as refunds
 
 AnyRow = dict[str, Any]
@@ -160,10 +161,22 @@ def find_order(conn: Connection, *, caller: Caller, protocol: str, order_id: str
     return found
 
 
-def refund(conn: Connection, ctx: ServiceContext, *, order: AnyRow, amount: int | None
-           ) -> dict[str, Any]:
+def refund(conn: Connection, ctx: ServiceContext, *, order: AnyRow, amount: int,
+           merchant_refund_no: str | None) -> tuple[dict[str, Any], bool]:
     """Refund (part of) a paid facade order through its channel, from the available balance
-    it was credited to. `order` is locked by the caller."""
-    return refunds.refund_order(conn, ctx, order=order, amount=amount, reason="other",
+    it was credited to (with its channel fee, in proportion). `order` is locked by the
+    caller. With the merchant's refund number, a repeat is the same refund: (refund,
+    False); a number used for another amount is an error."""
+    if merchant_refund_no is not None:
+        found = refund_repository.by_merchant_refund_no(
+            conn, order_id=order["order_id"], merchant_refund_no=merchant_refund_no)
+        if found is not None:
+            if found["amount"] != amount:
+                raise ValidationError("the refund number was used for another amount",
+                                      field="out_refund_no")
+            return found, False
+    made = refunds.refund_order(conn, ctx, order=order, amount=amount, reason="other",
                                 reason_detail=f"{order['protocol']} refund request",
-                                refund_method="original", test_outcome=None)
+                                refund_method="original", test_outcome=None,
+                                merchant_refund_no=merchant_refund_no)
+    return made, True

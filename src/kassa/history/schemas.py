@@ -17,7 +17,7 @@ class TransactionsQuery(BaseModel):
     # Query strings are text: "limit=10" is parsed as an integer (lax), "10.5" is refused.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["payment", "refund", "deposit", "all"] = "all"
+    type: Literal["payment", "refund", "deposit", "collection", "all"] = "all"
     status: Literal["completed", "pending", "failed", "all"] = "all"
     limit: int = Field(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="Results per page")
     starting_after: str | None = Field(None, min_length=1, max_length=40,
@@ -26,7 +26,7 @@ class TransactionsQuery(BaseModel):
 
 class Transaction(BaseModel):
     transaction_id: str
-    type: Literal["payment", "refund", "deposit"]
+    type: Literal["payment", "refund", "deposit", "collection"]
     order_id: str
     refund_id: str | None
     task_id: str | None

@@ -36,6 +36,17 @@ def get_refund(conn: Connection, refund_id: str) -> dict[str, Any] | None:
     return _get.first(conn, {"refund_id": refund_id})
 
 
+_by_merchant_no = Prepared(select(refunds).where(
+    refunds.c.order_id == bindparam("order_id"),
+    refunds.c.merchant_refund_no == bindparam("merchant_refund_no")))
+
+
+def by_merchant_refund_no(conn: Connection, *, order_id: str, merchant_refund_no: str
+                          ) -> dict[str, Any] | None:
+    return _by_merchant_no.first(conn, {"order_id": order_id,
+                                        "merchant_refund_no": merchant_refund_no})
+
+
 def first_refund(conn: Connection, order_id: str) -> dict[str, Any] | None:
     """The order's first refund that did not fail (already_refunded names it)."""
     return _first_for_order.first(conn, {"order_id": order_id})

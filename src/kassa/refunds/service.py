@@ -22,7 +22,7 @@ from kassa.core import ids
 from kassa.core import ledger as accounts
 from kassa.core.clock import add_business_days, iso
 from kassa.core.ledger import InsufficientBalance
-from kassa.core.money import convert
+from kassa.core.money import convert, split_fee
 from kassa.core.states import OrderStatus, RefundStatus, TaskStatus
 from kassa.errors import (
     AlreadyRefunded,
@@ -62,7 +62,8 @@ def request_refund(conn: Connection, ctx: ServiceContext, *, principal: Principa
 
 def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, Any],
                  amount: int | None, reason: str, reason_detail: str | None,
-                 refund_method: str, test_outcome: str | None) -> dict[str, Any]:
+                 refund_method: str, test_outcome: str | None,
+                 merchant_refund_no: str | None = None) -> dict[str, Any]:
     """Refund `amount` (default: all that is left) of an order the caller holds locked."""
     now = ctx.clock.now()
     order_id = order["order_id"]
@@ -121,13 +122,18 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
             "test_outcome applies only to refunds through a payment channel; this one goes "
             "to the balance at once", details=[{"field": "test_outcome",
                                                 "message": "not a channel refund"}])
+    # A collection's channel fee comes back in proportion (all of what is left with the last
+    # refund), so a lone order can always be refunded in full from what it brought in.
+    fee_left = order["platform_fee_cny"] if collection else 0
+    fee_back = (fee_left if amount == remaining
+                else min(split_fee(amount_cny, order["fee_bps"]).platform_fee, fee_left))
     updated = orders.update_order(conn, order_id, {
         "refunded_cents": refunded,
         "refunded_cny": order["refunded_cny"] + amount_cny,
+        **({"platform_fee_cny": fee_left - fee_back} if collection else {}),
         "updated_at": now,
     })
-    planned: str | None = None
-    settle_after: float | None = None
+    channel = None
     if instant:
         destination = accounts.customer_available(account_id)
         status, estimated = RefundStatus.COMPLETED, now
@@ -139,27 +145,33 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
                 f"Refunds through {order['payment_method']} are not available now",
                 payment_method=order["payment_method"], retry_allowed=True,
                 suggested_actions=["Refund to the account balance (refund_method balance)"])
-        answer = channel.refund(RefundIntent(
-            refund_id=refund_id, order_id=order_id, amount=amount, currency=order["currency"],
-            payment_method=order["payment_method"], test_outcome=test_outcome))
-        planned, settle_after = answer.planned_outcome, answer.settle_after_seconds
         destination = accounts.customer_refunds_in_flight(account_id)
         status = RefundStatus.PROCESSING
         estimated = add_business_days(now, ARRIVAL_BUSINESS_DAYS.get(order["payment_method"], 5))
     description = DESCRIPTIONS[reason] if reason != "other" else f"Refund: {reason_detail}"
     source = (accounts.customer_available(account_id) if collection
               else accounts.customer_escrow(account_id))
-    try:
+    postings = [accounts.Posting(source, -(amount_cny - fee_back)),
+                accounts.Posting(destination, amount_cny)]
+    if fee_back:
+        postings.append(accounts.Posting(accounts.PLATFORM_REVENUE, -fee_back))
+    try:  # before the channel hears of it: a refund the balance can't cover never leaves
         ledger.post(conn, mode=order["mode"], account_id=account_id, order_id=order_id,
-                    entry=accounts.transfer("refund", "CNY", source=source,
-                                            destination=destination, amount=amount_cny,
-                                            description=description),
+                    entry=accounts.Entry(kind="refund", currency="CNY",
+                                         postings=tuple(postings), description=description),
                     now=now, transaction_id=transaction_id)
     except InsufficientBalance as exc:  # only a collection's: escrow always holds enough
         available, _ = ledger.balance(conn, mode=order["mode"], account=source)
         raise InsufficientFunds(
             "Account balance is insufficient to refund this order", balance_cents=available,
-            required_cents=amount_cny) from exc
+            required_cents=amount_cny - fee_back) from exc
+    planned: str | None = None
+    settle_after: float | None = None
+    if channel is not None:
+        answer = channel.refund(RefundIntent(
+            refund_id=refund_id, order_id=order_id, amount=amount, currency=order["currency"],
+            payment_method=order["payment_method"], test_outcome=test_outcome))
+        planned, settle_after = answer.planned_outcome, answer.settle_after_seconds
     refund: dict[str, Any] = {
         "refund_id": refund_id, "account_id": account_id, "mode": order["mode"],
         "order_id": order_id, "task_id": order["task_id"], "amount": amount,
@@ -168,6 +180,7 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
         "payment_method": order["payment_method"], "status": status,
         "sandbox_outcome": planned, "failure_code": None, "description": description[:300],
         "estimated_arrival": estimated, "event_seq": 2 if instant else 1,
+        "fee_returned_cny": fee_back, "merchant_refund_no": merchant_refund_no,
         "created_at": now, "completed_at": now if instant else None, "updated_at": now,
     }
     repository.insert_refund(conn, refund)
@@ -252,21 +265,26 @@ def fail_refund(conn: Connection, ctx: ServiceContext, *, refund_id: str, failur
     if refund is None:
         return None
     assert order is not None
+    fee_back = refund["fee_returned_cny"]  # a collection's fee goes back to the platform
     orders.update_order(conn, order["order_id"], {  # still completed: this was in flight
         "refunded_cents": order["refunded_cents"] - refund["amount"],
         "refunded_cny": order["refunded_cny"] - refund["amount_cny"],
+        "platform_fee_cny": order["platform_fee_cny"] + fee_back,
         "updated_at": now,
     })
     account_id = refund["account_id"]
     back_to = (accounts.customer_available(account_id)
                if order["purpose"] == PURPOSE_COLLECTION
                else accounts.customer_escrow(account_id))
+    postings = [accounts.Posting(accounts.customer_refunds_in_flight(account_id),
+                                 -refund["amount_cny"]),
+                accounts.Posting(back_to, refund["amount_cny"] - fee_back)]
+    if fee_back:
+        postings.append(accounts.Posting(accounts.PLATFORM_REVENUE, fee_back))
     ledger.post(conn, mode=refund["mode"], account_id=account_id, order_id=refund["order_id"],
-                entry=accounts.transfer(
-                    "refund_reversed", "CNY",
-                    source=accounts.customer_refunds_in_flight(account_id),
-                    destination=back_to,
-                    amount=refund["amount_cny"], description=f"Failed: {refund['description']}"),
+                entry=accounts.Entry(kind="refund_reversed", currency="CNY",
+                                     postings=tuple(postings),
+                                     description=f"Failed: {refund['description']}"),
                 now=now)
     history.update_status(conn, transaction_id=ids.derived_transaction_id(refund_id),
                           status=RefundStatus.FAILED, now=now)

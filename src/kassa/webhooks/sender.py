@@ -84,9 +84,9 @@ async def _send(client: httpx.AsyncClient, target: Target, body: bytes,
 
 
 def reply_is(excerpt: bytes, word: bytes) -> bool:
-    """The reply is `word` (case aside), give or take whitespace and a UTF-8 byte order
-    mark, which PHP receivers often send before it."""
-    return excerpt.strip().removeprefix(b"\xef\xbb\xbf").strip().lower() == word
+    """The reply is exactly `word` (seed 003: 纯字符串success), give or take surrounding
+    whitespace and a UTF-8 byte order mark, which PHP receivers often send before it."""
+    return excerpt.strip().removeprefix(b"\xef\xbb\xbf").strip() == word
 
 
 async def post_event(client: httpx.AsyncClient, url: str, *, body: bytes,
