@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -106,3 +107,32 @@ def test_prepared_statements_round_trip_types(database: Database) -> None:
     expanding = Prepared(select(jobs).where(jobs.c.ref.in_(["a", "b"])))
     with database.engine.connect() as conn, pytest.raises(ValueError, match="expanding"):
         expanding.first(conn, {})
+
+
+def test_the_sqlite_writer_outlives_a_caller_whose_event_loop_closed(tmp_path: Path) -> None:
+    """A write whose caller's event loop is gone by the time it commits (a server shutting
+    down) must not take the writer thread with it: every later write waits on that thread."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    upgrade(url)
+    db = open_database(url, pool_size=2, sqlite_synchronous="NORMAL")
+    assert isinstance(db, SQLiteDatabase)
+    release = threading.Event()
+
+    def slow(conn: Connection) -> str:
+        release.wait(10)
+        return _add_account("acc_late", fail=False)(conn)
+
+    async def submit_and_leave() -> None:
+        task = asyncio.ensure_future(db.write(slow))
+        await asyncio.sleep(0.05)  # queued and running in the writer
+        task.cancel()
+
+    try:
+        asyncio.run(submit_and_leave())  # the loop is closed when this returns
+        release.set()
+        # Answered by the same writer thread (before the fix it had died: this hung).
+        assert db.write_sync(_add_account("acc_after", fail=False)) == "acc_after"
+        assert db.write_sync(lambda conn: sorted(conn.execute(
+            select(accounts.c.account_id)).scalars())) == ["acc_after", "acc_late"]
+    finally:
+        db.close()

@@ -1069,11 +1069,13 @@ def test_out_refund_no_makes_a_refund_idempotent(server: KassaServer,
     before = native_state(merchant.test)
     for money in ("6.00", "4.99", "15.00"):
         assert_epay_error(refund(server, cred, money, trade_no=trade_no, out_refund_no="R-1"))
-    # A number longer than 64 characters, or not ASCII: refused.
+    # A number longer than 64 characters, not ASCII, or with a space: refused.
     assert_epay_error(refund(server, cred, "1.00", trade_no=trade_no,
                              out_refund_no="R" * 65), "out_refund_no")
     assert_epay_error(refund(server, cred, "1.00", trade_no=trade_no,
                              out_refund_no="退款-1"), "out_refund_no")
+    assert_epay_error(refund(server, cred, "1.00", trade_no=trade_no,
+                             out_refund_no="R 1"), "out_refund_no")
     time.sleep(0.4)
     assert native_state(merchant.test) == before
     # Another number (64 characters: the longest) is another refund.

@@ -148,7 +148,9 @@ class SQLiteDatabase(Database):
         done = threading.Event()
         box: dict[str, Any] = {}
         self._queue.put(_SyncJob(fn, done, box))  # type: ignore[arg-type]
-        done.wait()
+        while not done.wait(1.0):
+            if not self._thread.is_alive():  # never wait forever on a writer that is gone
+                raise RuntimeError("the SQLite writer thread has stopped")
         if "error" in box:
             raise box["error"]
         return box["result"]  # type: ignore[no-any-return]
@@ -185,7 +187,13 @@ class SQLiteDatabase(Database):
                     stop = True
                     break
                 batch.append(nxt)
-            self._run_batch(conn, batch)
+            try:
+                self._run_batch(conn, batch)
+            except Exception as exc:  # the writer outlives any one batch: every write waits
+                log.exception("sqlite writer: a batch failed unexpectedly")
+                # Whoever is still waiting hears of it (an answered job keeps its answer).
+                self._finish([(job, None, exc) for job in batch
+                              if not (isinstance(job, _SyncJob) and job.done.is_set())])
             if stop:
                 break
         conn.close()
@@ -238,7 +246,9 @@ class SQLiteDatabase(Database):
                     job.box["result"] = result
                 job.done.set()
             elif job.loop is not None and job.future is not None:
-                job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
+                # A loop closed meanwhile has nobody waiting for the answer any more.
+                with contextlib.suppress(RuntimeError):
+                    job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
 
     def close(self) -> None:
         if self._started:

@@ -10,6 +10,7 @@ the seed's {"code": "error", "msg": ...} otherwise (HTTP 200, as EasyPay clients
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ PROTOCOL = Protocol.EPAY
 TYPES = {"alipay": "alipay", "wxpay": "wechat"}
 NAME_MAX_BYTES = 127  # longer names are cut (seed 003: "如超过127个字节会自动截取")
 ORDER_NO_MAX = 64
+REFUND_NO = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
 PARAM_MAX = 1024
 
 
@@ -306,9 +308,8 @@ class EpayEndpoints:
         _check_key_or_sign(params, caller.secret)
         amount = parse_money(_required(params, "money", "退款金额"))
         out_refund_no = params.get("out_refund_no", "").strip() or None
-        if out_refund_no is not None and (len(out_refund_no) > ORDER_NO_MAX
-                                          or not out_refund_no.isascii()):
-            raise EpayError(f"退款单号(out_refund_no)最多{ORDER_NO_MAX}位字母数字")
+        if out_refund_no is not None and not REFUND_NO.fullmatch(out_refund_no):
+            raise EpayError(f"退款单号(out_refund_no)最多{ORDER_NO_MAX}位字母、数字或 _ - .")
         order = self._find(conn, params, caller, for_update=True)
         try:
             refund, _ = facades.refund(conn, self.ctx, order=order, amount=amount,

@@ -81,8 +81,8 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
         raise RefundNotAllowed(f"Order is {order['status']}: only a paid order can be refunded",
                                order_id=order_id, order_status=order["status"])
     # What may still be refunded: in the order's currency, and in CNY held in escrow (a
-    # collection's: what it brought in, taken back from the available balance; the channel
-    # fee is not returned).
+    # collection's: what it brought in, taken back from the available balance and, for its
+    # channel fee, from the platform: see fee_back below).
     remaining = order["amount"] - order["refunded_cents"] - order["released_amount"]
     held = (order["amount_cny"] - order["refunded_cny"]) if collection else held_cny(order)
     if remaining <= 0 or held <= 0:
