@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from tests.support import shops
 from tests.support.harness import free_port
 
 WINDOW_SECONDS = 300  # the shop accepts notifications stamped within 5 minutes of its clock
@@ -237,42 +238,22 @@ class FakeShop:
                     shop.received.append(Notification(headers=headers, body=body,
                                                       at=time.monotonic(),
                                                       problems=tuple(problems), reply=reply))
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Length", str(len(reply)))
-                    self.end_headers()
-                    self.wfile.write(reply)
-                except OSError:
-                    pass
+                shops.reply(self, status, reply, "text/plain")
 
             def log_message(self, *_: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        self._server = server
+        self._server = shops.serve(self.port, Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        shops.shut(self._server)
+        self._server = None
 
     def notifications(self) -> list[Notification]:
         with self._lock:
             return list(self.received)
 
     def wait_for(self, count: int, *, timeout: float = 10.0) -> list[Notification]:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.notifications()
-            if len(got) >= count:
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the shop got {len(got)} notifications, wanted {count}: "
-                                     f"{[n.problems for n in got]}")
-            time.sleep(0.02)
+        return shops.wait_for_count(self.notifications, count, timeout=timeout,
+                                    describe=lambda got: f": {[n.problems for n in got]}")

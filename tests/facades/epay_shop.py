@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
+from tests.support import shops
 from tests.support.harness import Merchant, free_port
 
 UNSIGNED = ("sign", "sign_type")
@@ -203,44 +204,24 @@ class EpayShop:
                     n = len(shop.notifications)
                     shop.notifications.append(got)
                 status, body = shop.answer(got, n)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "text/plain; charset=utf-8")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass
+                shops.reply(self, status, body, "text/plain; charset=utf-8")
 
             def log_message(self, *_: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-        self._server = server
+        self._server = shops.serve(self.port, Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        shops.shut(self._server)
+        self._server = None
 
     def received(self) -> list[Notification]:
         with self._lock:
             return list(self.notifications)
 
     def wait_for(self, count: int, *, timeout: float = 10.0) -> list[Notification]:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.received()
-            if len(got) >= count:
-                return got
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the shop got {len(got)} notifications, wanted {count}")
-            time.sleep(0.02)
+        return shops.wait_for_count(self.received, count, timeout=timeout)
 
 
 @contextmanager
