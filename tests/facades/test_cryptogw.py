@@ -167,7 +167,7 @@ def wait_for_delivery(merchant: Merchant, order_id: str, status: str, timeout: f
 # --- 1. the seed's example, byte for byte ---------------------------------------------------------
 
 def test_seed_example_body_is_refused_for_its_amount_then_accepted_with_ten(
-        gw: CryptoClient, merchant: Merchant) -> None:
+        server: KassaServer, gw: CryptoClient, merchant: Merchant) -> None:
     raw = SEED_BODY.encode()
     refused = assert_error(gw.create(raw), 10003, 400)
     # 0.1 EUR is 0.77 CNY, below the 10 CNY minimum: refused about the amount, nothing else.
@@ -175,7 +175,7 @@ def test_seed_example_body_is_refused_for_its_amount_then_accepted_with_ten(
     assert_error(gw.query({"order_no": "Pay1678886400000"}), 10004, 404)
     assert transactions(merchant) == []
 
-    before = time.time()
+    before = server.ctx.clock.now().timestamp()  # the server's clock: tests move it on
     ten = raw.replace(b'"amount": "0.1"', b'"amount": "10"')
     assert ten != raw
     r = gw.create(ten)
@@ -185,7 +185,8 @@ def test_seed_example_body_is_refused_for_its_amount_then_accepted_with_ten(
     assert data["currency"] == "EUR"
     assert data["amount"] == "10"  # exactly as sent
     assert data["order_amount"] == usdt_quote("10", "EUR") == "10.85"  # 10*7.7/7.1 up
-    assert before + 900 - 5 <= data["cancel_time"] <= time.time() + 900 + 5
+    assert before + 900 - 5 <= data["cancel_time"] <= (
+        server.ctx.clock.now().timestamp() + 900 + 5)
     assert data["state"] == 1
     assert data["pay_url"].startswith("http") and data["id"] in data["pay_url"]
     assert data["id"]
@@ -487,7 +488,8 @@ def test_concurrent_creates_of_one_order_no_make_one_order(server: KassaServer,
 
 # --- 5. the query ----------------------------------------------------------------------------
 
-def test_query_by_order_no_and_by_id_until_paid(gw: CryptoClient) -> None:
+def test_query_by_order_no_and_by_id_until_paid(server: KassaServer, gw: CryptoClient
+                                                ) -> None:
     created = assert_ok(gw.create(body(order_no="Query0000001")))
     by_no = assert_ok(gw.query({"order_no": "Query0000001"}))
     by_id = assert_ok(gw.query({"id": created["id"]}))
@@ -498,7 +500,7 @@ def test_query_by_order_no_and_by_id_until_paid(gw: CryptoClient) -> None:
             assert by_id[key] == created[key], key
     paid = query_state(gw, created["id"], 2)
     assert isinstance(paid["pay_time"], int)
-    assert abs(paid["pay_time"] - time.time()) < 60
+    assert abs(paid["pay_time"] - server.ctx.clock.now().timestamp()) < 60
     assert assert_ok(gw.query({"order_no": "Query0000001"})) == paid
     assert (paid["chain_type"], paid["product_name"], paid["meta"]) == (
         "bsc", "Test product name", "id:123")

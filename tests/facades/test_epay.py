@@ -595,7 +595,8 @@ def test_order_query_reply_before_and_after_payment(server: KassaServer,
     # Beijing time, as the seed shows it: the native API's UTC times, 8 hours on.
     assert before["addtime"] == beijing(native["created_at"])
     assert after["endtime"] == beijing(native["paid_at"])
-    now = datetime.now(SHANGHAI).replace(tzinfo=None)
+    # The server's clock (other tests of the session move it on), in Beijing time.
+    now = server.ctx.clock.now().astimezone(SHANGHAI).replace(tzinfo=None)
     added = datetime.strptime(after["addtime"], LOCAL_TIME)
     ended = datetime.strptime(after["endtime"], LOCAL_TIME)
     assert added <= ended <= now + timedelta(seconds=2)

@@ -5,7 +5,7 @@ up the merchant's quota, and facade traffic never uses up the native API's (nor 
 way round). A request refused for the limit changes nothing.
 
 The server here is a sibling of the session's, on the same database, allowing 5 requests
-per second per key (the session's allows 100,000); every test has a fresh merchant, so a
+per 3 seconds per key (the session's allows 100,000); every test has a fresh merchant, so a
 fresh quota."""
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from tests.facades.epay_shop import credential, signed
 from tests.facades.test_epay import api, assert_epay_error, mapi, order_params, query
 from tests.support.harness import KassaServer, Merchant, make_settings
 
-RATE = "5/second"
+# A 3-second window: a loaded CI box sends 22 requests in about 1 s, with room to spare.
+WINDOW = 3.0
+RATE = f"5 per {WINDOW:g} second"
 FLOOD = 20
 
 
@@ -53,16 +55,16 @@ def native_ok(client: httpx.Client) -> None:
 
 
 def native_exhausted(client: httpx.Client) -> None:
-    """Native calls until one is refused for the rate limit (at most 6 in a second)."""
+    """Native calls until one is refused for the rate limit (at most 6 in the window)."""
     started = time.monotonic()
     for _ in range(6):
         r = client.get("/api/v1/payment/balance")
         if r.status_code == 429:
             assert r.json()["error"]["code"] == "rate_limit_exceeded", r.text
-            assert time.monotonic() - started < 0.9
+            assert time.monotonic() - started < WINDOW - 0.3
             return
         assert r.status_code == 200, r.text
-    raise AssertionError("six native calls in a second were all accepted")
+    raise AssertionError("six native calls in the window were all accepted")
 
 
 def epay_mapi(server: KassaServer, params: dict[str, str]) -> httpx.Response:
@@ -102,7 +104,7 @@ def test_epay_wrong_signs_do_not_use_up_the_merchants_quota(
         assert_epay_error(mapi(limited, bad), "签名")
     good = mapi(limited, signed(order_params(cred, "RLW-OK"), cred.key))
     window = time.monotonic() - sent_at[-5]
-    assert window < 0.9, f"the last wrong signs took {window:.2f}s: too slow for a 1 s window"
+    assert window < WINDOW - 0.3, f"the last wrong signs took {window:.2f}s: too slow"
     assert good["code"] == 1, good
     native_ok(native)
     assert transaction_ids(merchant) == [good["trade_no"]]
@@ -125,7 +127,7 @@ def test_epay_quota_is_its_own(server: KassaServer, limited: KassaServer,
     refund = httpx.post(f"{limited.base_url}/api.php?act=refund", data={
         "pid": cred.pid, "key": cred.key, "out_trade_no": "RLS-0", "money": "1.00"})
     elapsed = time.monotonic() - started
-    assert elapsed < 0.9, f"{FLOOD + 2} requests took {elapsed:.2f}s: too slow for 1 s"
+    assert elapsed < WINDOW - 0.3, f"{FLOOD + 2} requests took {elapsed:.2f}s: too slow"
     native_ok(native)  # the native quota is untouched
     assert [r.status_code for r in replies] == [200] * 5 + [429] * (FLOOD - 5), [
         r.text for r in replies]
@@ -137,7 +139,7 @@ def test_epay_quota_is_its_own(server: KassaServer, limited: KassaServer,
     assert query(server, cred, out_trade_no="RLS-0")["refund_money"] == "0.00"
     assert transaction_ids(merchant) == [trade_no]
 
-    time.sleep(1.1)  # the facade's window moves on
+    time.sleep(WINDOW + 0.1)  # the facade's window moves on
     native_exhausted(native)
     assert query(limited, cred, out_trade_no="RLS-0")["trade_no"] == trade_no
     assert mapi(limited, signed(order_params(cred, "RLS-1"), cred.key))["code"] == 1
@@ -168,7 +170,7 @@ def test_crypto_wrong_signatures_do_not_use_up_the_quota(
             assert r.json()["code"] == 10001, r.text
         good = gw.create(order_body("RateGood0001"))
         window = time.monotonic() - sent_at[-5]
-        assert window < 0.9, f"the last wrong signatures took {window:.2f}s: too slow"
+        assert window < WINDOW - 0.3, f"the last wrong signatures took {window:.2f}s: too slow"
         assert good.status_code == 200, good.text
         assert good.json()["code"] == 10000
         native_ok(native)
@@ -199,7 +201,7 @@ def test_crypto_quota_is_its_own_and_a_limited_request_can_be_sent_again(
         headers = gw.headers(raw)
         create = gw.send(CREATE, raw, headers)
         elapsed = time.monotonic() - started
-        assert elapsed < 0.9, f"{FLOOD + 1} requests took {elapsed:.2f}s: too slow for 1 s"
+        assert elapsed < WINDOW - 0.3, f"{FLOOD + 1} requests took {elapsed:.2f}s: too slow"
         native_ok(native)
         assert [r.status_code for r in replies] == [200] * 5 + [429] * (FLOOD - 5), [
             r.text for r in replies]
@@ -211,7 +213,7 @@ def test_crypto_quota_is_its_own_and_a_limited_request_can_be_sent_again(
             assert int(r.headers["Retry-After"]) >= 1
         assert transaction_ids(merchant) == [order_id]
 
-        time.sleep(1.1)
+        time.sleep(WINDOW + 0.1)
         native_exhausted(native)  # ... which leaves the gateway's quota alone
         again = gw.send(CREATE, raw, headers)  # the same nonce: it was never used
         assert again.status_code == 200, again.text
