@@ -72,10 +72,10 @@ def _sqlite_engine(url: str, *, begin: str | None, synchronous: str, static: boo
         # so that BEGIN, SAVEPOINT and COMMIT are exactly what we emit.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
     if begin is not None:
@@ -116,6 +116,11 @@ class SQLiteDatabase(Database):
         self._reader_engine = _sqlite_engine(
             url, begin=None, synchronous=synchronous, static=True
         )
+        # The writer's one connection is opened here, before any reader or thread: its
+        # first statement switches the file to WAL, which takes the file to itself. Opened
+        # later, next to readers already at work, it could fail with "database is locked"
+        # and leave no writer at all.
+        self._writer_engine.connect().close()  # (StaticPool: the same connection, kept)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._reader: Connection | None = None
         self._thread = threading.Thread(target=self._run_writer, name="kassa-sqlite-writer",
