@@ -7,6 +7,7 @@ that is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,17 @@ def require_postgres() -> None:
         if os.environ.get("KASSA_REQUIRE_POSTGRES") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def own_database_url(backend: str, tmp: Path) -> Iterator[str]:
+    """A SQLite file in `tmp`, or a fresh PostgreSQL database, for one module's own server."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp / 'kassa.sqlite3'}"
+        return
+    require_postgres()
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

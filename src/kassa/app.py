@@ -24,16 +24,19 @@ from kassa.http.api import Api, Dispatcher, FastRoutes, internal_error, json_res
 from kassa.http.auth import Authenticator
 from kassa.http.openapi import docs_routes
 from kassa.http.ratelimit import RateLimiter
+from kassa.payment_resources.endpoints import api as payment_resources_api
 from kassa.payments.endpoints import api as payments_api
 from kassa.refunds.endpoints import api as refunds_api
 from kassa.tasks.endpoints import api as tasks_api
+from kassa.upstreams.endpoints import NotifyEndpoints
 from kassa.webhooks.endpoints import api as webhooks_api
 from kassa.worker.runner import Worker
 
 
 def all_operations() -> Api:
     api = Api()
-    for part in (tasks_api, payments_api, refunds_api, balances_api, history_api, webhooks_api):
+    for part in (tasks_api, payments_api, refunds_api, balances_api, history_api, webhooks_api,
+                 payment_resources_api):
         api.operations.extend(part.operations)
     return api
 
@@ -84,7 +87,9 @@ def create_app(settings: Settings, *, db: Database | None = None,
     # The protocol facades (SPEC §9): EasyPay at the paths its clients expect, the crypto
     # gateway at seed 002's.
     facade_routes = [*EpayEndpoints(facade_edge).routes(),
-                     *CryptoEndpoints(facade_edge).routes()]
+                     *CryptoEndpoints(facade_edge).routes(),
+                     # where live upstreams notify Kassa (verify triad, 1)
+                     *NotifyEndpoints(facade_edge).routes()]
     routes = [Route("/healthz", _health, methods=["GET"]), *api_routes, *facade_routes,
               *docs_routes(api, ctx.public_url)]
     app = Starlette(

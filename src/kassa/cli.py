@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -19,9 +22,13 @@ from kassa.context import ServiceContext, build_context
 from kassa.db.database import open_database
 from kassa.db.migrate import upgrade
 
+T = TypeVar("T")
 
-def _settings() -> Settings:
-    return Settings()
+
+def _settings(**overrides: Any) -> Settings:
+    """From the environment (KASSA_…), and from KASSA_CONFIG_FILE (KASSA_… = value lines,
+    e.g. the upstreams' credentials) where set; the environment wins."""
+    return Settings(_env_file=os.environ.get("KASSA_CONFIG_FILE") or None, **overrides)
 
 
 def _setup_logging(level: str) -> None:
@@ -113,7 +120,7 @@ def serve(host: str | None, port: int | None, demo: bool, no_worker: bool, no_mi
         overrides["host"] = host
     if port:
         overrides["port"] = port
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = _settings(**overrides)
     if not no_migrate:
         upgrade(settings.resolved_database_url)
     ctx = build_context(settings)
@@ -218,6 +225,106 @@ def accounts_list() -> None:
         db.close()
     for row in rows:
         click.echo(f"{row.account_id}\t{row.tier}\t{row.name}")
+
+
+@main.group("channels", help="Live upstream channels (SPEC §8).")
+def channels_cmd() -> None:
+    pass
+
+
+@channels_cmd.command("check", help="Check that each configured upstream is reachable and "
+                                    "accepts Kassa's credentials.")
+def channels_check() -> None:
+    from kassa.channels.base import UpstreamError
+
+    ctx = build_context(_settings())
+    upstreams = ctx.channels.upstreams()
+    if not upstreams:
+        click.echo("No live upstream is configured (KASSA_EPAY_UPSTREAM_URL, _PID, _KEY; "
+                   "KASSA_CRYPTOGW_UPSTREAM_URL, _API_KEY, _SECRET): live alipay, wechat "
+                   "and usdt orders are refused.")
+        return
+
+    async def check_all() -> list[tuple[str, str | None]]:
+        results: list[tuple[str, str | None]] = []
+        for upstream in upstreams:
+            try:
+                results.append((await upstream.check(), None))
+            except UpstreamError as exc:
+                results.append((upstream.name, str(exc)))
+        return results
+
+    failed = False
+    for line, error in asyncio.run(check_all()):
+        if error is None:
+            click.echo(f"ok    {line}")
+        else:
+            failed = True
+            click.echo(f"FAIL  {line}: {error}")
+    if failed:
+        raise SystemExit(1)
+
+
+@main.group("orders", help="Operators' work on orders: bank transfers and payment reviews.")
+def orders_cmd() -> None:
+    pass
+
+
+def _operator_write(unit: Callable[[Connection, ServiceContext], T]) -> T:
+    from kassa.errors import KassaError
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    ctx = build_context(settings)
+    db = open_database(settings.resolved_database_url, pool_size=2)
+    try:
+        return db.write_sync(lambda conn: unit(conn, ctx))
+    except KassaError as exc:
+        raise click.ClickException(exc.message) from exc
+    finally:
+        db.close()
+
+
+@orders_cmd.command("confirm-transfer",
+                    help="A live bank transfer arrived: complete its order (processing).")
+@click.argument("order_id")
+@click.option("--amount", type=int, default=None,
+              help="Cents received; refused unless it is the order's amount")
+def orders_confirm_transfer(order_id: str, amount: int | None) -> None:
+    from kassa.upstreams import service as upstreams
+
+    order = _operator_write(lambda conn, ctx: upstreams.confirm_transfer(
+        conn, ctx, order_id=order_id, amount=amount))
+    click.echo(f"{order['order_id']} completed: {order['amount']} {order['currency']}")
+
+
+@orders_cmd.command("reviews", help="Payments waiting for an operator: money reported for an "
+                                    "expired order, or for another amount.")
+@click.option("--all", "show_all", is_flag=True, help="Resolved ones too")
+def orders_reviews(show_all: bool) -> None:
+    from kassa.upstreams import repository as upstreams
+
+    rows = _operator_write(lambda conn, ctx: upstreams.list_reviews(
+        conn, status=None if show_all else "open"))
+    if not rows:
+        click.echo("No payment reviews." if show_all else "No open payment reviews.")
+    for r in rows:
+        amount = "-" if r["reported_amount"] is None else str(r["reported_amount"])
+        click.echo(f"{r['review_id']}\t{r['status']}\t{r['reason']}\t{r['order_id']}\t"
+                   f"{r['channel']}:{r['reference']}\treported {amount}\tvia {r['source']}")
+
+
+@orders_cmd.command("resolve-review", help="Accept (the order completes) or reject (nothing "
+                                           "is credited) a payment review.")
+@click.argument("review_id")
+@click.option("--accept/--reject", required=True)
+@click.option("--note", default=None, help="Why (kept with the review)")
+def orders_resolve_review(review_id: str, accept: bool, note: str | None) -> None:
+    from kassa.upstreams import service as upstreams
+
+    review = _operator_write(lambda conn, ctx: upstreams.resolve_review(
+        conn, ctx, review_id=review_id, accept=accept, note=note))
+    click.echo(f"{review['review_id']} {review['status']} (order {review['order_id']})")
 
 
 @main.command(help="Create the demo account (seed sandbox credentials) if missing.")

@@ -53,6 +53,27 @@ class Settings(BaseSettings):
     # Crypto-gateway requests: X-Timestamp within this many seconds of the server's clock.
     cryptogw_max_skew_seconds: int = 300
 
+    # Live upstreams (SPEC §8). An EasyPay-style aggregator (seed 003) for the methods in
+    # epay_upstream_methods, and a crypto gateway (seed 002) for usdt. Unset: live orders for
+    # those methods are refused (payment_method_unavailable).
+    epay_upstream_url: str = ""  # e.g. https://zpayz.cn (submit.php, mapi.php, api.php below it)
+    epay_upstream_pid: str = ""
+    epay_upstream_key: SecretStr | None = None
+    epay_upstream_methods: list[str] = ["alipay", "wechat"]
+    # Create orders through mapi.php (JSON with the payment link); False: a signed
+    # submit.php link, for aggregators without mapi.
+    epay_upstream_mapi: bool = True
+    cryptogw_upstream_url: str = ""  # base of POST /v1/payment and /v1/payment/query
+    cryptogw_upstream_api_key: SecretStr | None = None
+    cryptogw_upstream_secret: SecretStr | None = None
+    # Where upstreams notify Kassa (…/notify/epay, …/notify/cryptogw); default public_url.
+    upstream_notify_url: str = ""
+    upstream_timeout_seconds: float = 10.0
+    # Active queries of pending live orders: first after poll_min, then spaced out (a
+    # quarter of the order's age) up to poll_max, until the order completes or expires.
+    upstream_poll_min_seconds: float = 10.0
+    upstream_poll_max_seconds: float = 300.0
+
     # Rate limiting per API key ("limits" notation); Redis shares it across processes.
     rate_limit: str = "100/second"
     redis_url: str = ""
@@ -100,6 +121,13 @@ class Settings(BaseSettings):
             raise ValueError("collection_fee_bps values are basis points, 0 to 10000")
         return v
 
+    @field_validator("epay_upstream_methods")
+    @classmethod
+    def _epay_methods(cls, v: list[str]) -> list[str]:
+        if any(m not in ("alipay", "wechat") for m in v):
+            raise ValueError("epay_upstream_methods may hold alipay and wechat only")
+        return v
+
     @field_validator("sqlite_synchronous")
     @classmethod
     def _sync_mode(cls, v: str) -> str:
@@ -124,6 +152,10 @@ class Settings(BaseSettings):
     @property
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def resolved_upstream_notify_url(self) -> str:
+        return (self.upstream_notify_url or self.resolved_public_url).rstrip("/")
 
     def server_key(self) -> bytes:
         """The server key; generated once into the data dir when not configured."""

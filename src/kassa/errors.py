@@ -14,10 +14,16 @@
     ├── LiveKeyRequired              403 live_key_required: use the live key for this
     ├── NotFound                     404 task_not_found / order_not_found /
     │                                    worker_not_found / endpoint_not_found /
-    │                                    event_not_found / not_found
+    │                                    event_not_found / payment_not_found /
+    │                                    not_found
     ├── Conflict                     409 duplicate_order / request_in_progress /
-    │                                    invalid_task_state: look, then retry
-    └── RateLimited                  429 rate_limit_exceeded: wait Retry-After seconds
+    │                                    invalid_task_state / invalid_order_state:
+    │                                    look, then retry
+    ├── RateLimited                  429 rate_limit_exceeded: wait Retry-After seconds
+    └── UpstreamFailure              a live upstream failed us (retry_allowed says whether
+        │                            trying again may help; nothing was created)
+        ├── PaymentFailed            502 payment_failed: the upstream said no
+        └── UpstreamUnavailable      503 payment_method_unavailable: unreachable, try later
 """
 
 from __future__ import annotations
@@ -110,6 +116,12 @@ class EventNotFound(NotFound):
     code = "event_not_found"
 
 
+class PaymentNotFound(NotFound):
+    """Seed 004's Payments resource: no Payment of yours with that id."""
+
+    code = "payment_not_found"
+
+
 class Conflict(KassaError):
     code = "conflict"
     http_status = 409
@@ -129,6 +141,12 @@ class InvalidTaskState(Conflict):
     code = "invalid_task_state"
 
 
+class InvalidOrderState(Conflict):
+    """The order is not in a state that allows this (retrying a completed order)."""
+
+    code = "invalid_order_state"
+
+
 class RequestInProgress(Conflict):
     code = "request_in_progress"
 
@@ -140,6 +158,21 @@ class RateLimited(KassaError):
     def __init__(self, message: str, retry_after: int, **extra: Any) -> None:
         super().__init__(message, **extra)
         self.retry_after = retry_after
+
+
+class UpstreamFailure(KassaError):
+    code = "payment_failed"
+    http_status = 502
+
+
+class PaymentFailed(UpstreamFailure):
+    code = "payment_failed"
+    http_status = 502
+
+
+class UpstreamUnavailable(UpstreamFailure):
+    code = "payment_method_unavailable"
+    http_status = 503
 
 
 class PayloadTooLarge(ClientError):

@@ -57,7 +57,7 @@ def test_document_lists_the_payment_and_task_endpoints(document: dict[str, Any])
     assert create["responses"]["201"]["content"]["application/json"]["schema"] == order_ref
     assert query["responses"]["200"]["content"]["application/json"]["schema"] == order_ref
     assert {(p["name"], p["in"], p["required"]) for p in query["parameters"]} == {
-        ("order_id", "query", True)}
+        ("order_id", "query", True), ("verify", "query", False)}
     assert {(p["name"], p["in"], p["required"])
             for p in paths["/api/v1/tasks/{task_id}"]["get"]["parameters"]} == {
         ("task_id", "path", True)}

@@ -24,8 +24,11 @@ EXPECTED = {
     (S.PENDING, S.PROCESSING), (S.PENDING, S.COMPLETED), (S.PENDING, S.FAILED),
     (S.PENDING, S.EXPIRED), (S.PROCESSING, S.COMPLETED), (S.PROCESSING, S.FAILED),
     (S.COMPLETED, S.REFUNDED),
+    # SPEC §5 / seed 004: retry gives an expired order a new link and expiry (pending
+    # again); a late payment an operator accepts from its review completes it.
+    (S.EXPIRED, S.PENDING), (S.EXPIRED, S.COMPLETED),
 }
-TERMINAL = {S.FAILED, S.EXPIRED, S.REFUNDED}
+TERMINAL = {S.FAILED, S.REFUNDED}
 
 
 def test_the_table_covers_every_status_and_is_the_documented_lifecycle() -> None:
@@ -69,8 +72,8 @@ def test_terminal_states_are_exactly_those_without_targets() -> None:
     assert {s for s, targets in ORDER_TRANSITIONS.items() if not targets} == TERMINAL
 
 
-def test_nothing_returns_to_pending() -> None:
-    assert sources_for(S.PENDING) == frozenset()
+def test_only_a_retried_expired_order_returns_to_pending() -> None:
+    assert sources_for(S.PENDING) == {S.EXPIRED}
 
 
 @pytest.mark.parametrize("target", list(OrderStatus))
@@ -88,7 +91,7 @@ def test_sources_for_is_consistent_with_the_table(target: OrderStatus) -> None:
 
 
 def test_sources_for_known_targets() -> None:
-    assert sources_for(S.COMPLETED) == {S.PENDING, S.PROCESSING}
+    assert sources_for(S.COMPLETED) == {S.PENDING, S.PROCESSING, S.EXPIRED}
     assert sources_for(S.FAILED) == {S.PENDING, S.PROCESSING}
     assert sources_for(S.EXPIRED) == {S.PENDING}
     assert sources_for(S.REFUNDED) == {S.COMPLETED}

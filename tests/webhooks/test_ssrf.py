@@ -9,11 +9,9 @@ is ever made). A public name is registered only where no event can be sent to it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,9 +20,9 @@ import pytest
 from kassa.core.urls import UrlError
 from kassa.webhooks.sender import post_event
 from kassa.webhooks.ssrf import Target, check_target, parse_networks
-from tests.conftest import require_postgres
+from tests.conftest import own_database_url
 from tests.support.factories import assert_error
-from tests.support.harness import KassaServer, Merchant, fresh_postgres_database, make_settings
+from tests.support.harness import KassaServer, Merchant, make_settings
 from tests.support.processes import wait_until
 
 PUBLIC = "93.184.216.34"  # never connected to: every test that resolves to it sends nothing
@@ -62,7 +60,7 @@ def ssrf(backend: str, tmp_path_factory: pytest.TempPathFactory
          ) -> Iterator[tuple[KassaServer, FakeDNS]]:
     """A server of its own (own database) whose DNS is a FakeDNS."""
     tmp = tmp_path_factory.mktemp(f"kassa-ssrf-{backend}")
-    with database_url(backend, tmp) as url:
+    with own_database_url(backend, tmp) as url:
         srv = KassaServer(make_settings(tmp, url)).start()
         dns = FakeDNS()
         srv.ctx.resolver = dns
@@ -70,17 +68,6 @@ def ssrf(backend: str, tmp_path_factory: pytest.TempPathFactory
             yield srv, dns
         finally:
             srv.stop()
-
-
-@contextlib.contextmanager
-def database_url(backend: str, tmp: Path) -> Iterator[str]:
-    """A SQLite file, or a fresh PostgreSQL database, of this module's own."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp / 'kassa.sqlite3'}"
-        return
-    require_postgres()
-    with fresh_postgres_database() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -62,3 +62,14 @@ def api_key(mode: str) -> str:
 
 def api_secret() -> str:
     return f"sk_{secrets.token_urlsafe(32)}"
+
+
+def review_id() -> str:
+    return new_id("rev")
+
+
+def upstream_reference(order_id: str, attempt: int) -> str:
+    """The merchant order number an upstream knows attempt `attempt` of an order by:
+    "ord_<20 hex>" -> "KS<20 HEX><attempt, 2 digits>", 24 letters and digits, which both
+    upstream protocols accept (seed 002: 8-32 letters or digits)."""
+    return f"KS{order_id.partition('_')[2].upper()}{attempt:02d}"

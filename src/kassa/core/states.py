@@ -21,7 +21,9 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.PROCESSING: frozenset({OrderStatus.COMPLETED, OrderStatus.FAILED}),
     OrderStatus.COMPLETED: frozenset({OrderStatus.REFUNDED}),
     OrderStatus.FAILED: frozenset(),
-    OrderStatus.EXPIRED: frozenset(),
+    # Retried (a new payment link, a new expiry), or paid late and accepted by an operator
+    # (a payment review): never completed by a notification on its own.
+    OrderStatus.EXPIRED: frozenset({OrderStatus.PENDING, OrderStatus.COMPLETED}),
     # Refunded in full, every refund confirmed: a completed refund cannot fail any more.
     OrderStatus.REFUNDED: frozenset(),
 }

@@ -167,6 +167,11 @@ orders = Table(
     Column("event_seq", Integer, nullable=False, server_default="0"),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("paid_at", UTCDateTime, nullable=True),
+    # A live upstream's order (SPEC §8): where the payer pays, and the current attempt's
+    # reference (upstream_attempts); NULL for the sandbox and the balance.
+    Column("pay_url", Text, nullable=True),
+    Column("qr_code", Text, nullable=True),
+    Column("upstream_ref", String(32), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     ForeignKeyConstraint(["account_id"], ["accounts.account_id"]),
@@ -208,6 +213,8 @@ refunds = Table(
     Column("fee_returned_cny", Money, nullable=False, server_default="0"),
     # The merchant's own refund number (EasyPay out_refund_no): a repeat is the same refund.
     Column("merchant_refund_no", String(64), nullable=True),
+    # The upstream's refund number, once a live upstream has paid the refund back.
+    Column("upstream_refund_no", String(64), nullable=True),
     Column("event_seq", Integer, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("completed_at", UTCDateTime, nullable=True),
@@ -444,6 +451,83 @@ facade_nonces = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("credential", "nonce"),
     Index(None, "expires_at"),
+)
+
+# Every order an upstream was asked to open for one of Kassa's orders (a retry opens
+# another): `reference` is the merchant order number the upstream knows it by, and what
+# its notifications and queries name.
+upstream_attempts = Table(
+    "upstream_attempts",
+    metadata,
+    Column("reference", String(32), primary_key=True),
+    Column("order_id", String(40), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("trade_no", String(64), nullable=True),  # the upstream's own order number
+    Column("pay_url", Text, nullable=False),
+    Column("qr_code", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    ForeignKeyConstraint(["order_id"], ["orders.order_id"]),
+    Index(None, "order_id"),
+)
+
+# Upstream notifications that passed verification, each recorded once (a repeat is a
+# no-op): what it said, and what Kassa made of it.
+upstream_notifications = Table(
+    "upstream_notifications",
+    metadata,
+    Column("dedupe_key", String(200), primary_key=True),
+    Column("channel", String(20), nullable=False),
+    Column("reference", String(64), nullable=False),
+    Column("order_id", String(40), nullable=True),
+    Column("state", String(12), nullable=False),
+    Column("amount", Money, nullable=True),
+    # completed, duplicate (already paid), review (see payment_reviews), unknown_order
+    Column("outcome", String(20), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+# Payments Kassa would not apply by itself: money reported for an expired order, or an
+# amount other than the order's. An operator resolves them (kassa orders reviews).
+payment_reviews = Table(
+    "payment_reviews",
+    metadata,
+    Column("review_id", String(40), primary_key=True),
+    Column("order_id", String(40), nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("channel", String(20), nullable=False),
+    Column("reference", String(64), nullable=False),
+    Column("reason", String(20), nullable=False),  # late_payment, amount_mismatch
+    Column("reported_amount", Money, nullable=True),
+    Column("source", String(12), nullable=False),  # notification, poll, verify
+    Column("status", String(10), nullable=False),  # open, accepted, rejected
+    Column("note", String(500), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("resolved_at", UTCDateTime, nullable=True),
+    ForeignKeyConstraint(["order_id"], ["orders.order_id"]),
+    UniqueConstraint("order_id", "reference", "reason"),
+    Index(None, "status"),
+)
+
+# Seed 004's Payments resource: at most one per payment order, with the seed's integer id
+# (never reused: AUTOINCREMENT on SQLite, a sequence on PostgreSQL). What it shows beyond
+# these columns (status, amount, link, trade number) is read from its order.
+payment_resources = Table(
+    "payment_resources",
+    metadata,
+    Column("payment_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+           autoincrement=True),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("order_id", String(40), nullable=False),
+    Column("payer", String(100), nullable=True),
+    Column("subject", String(255), nullable=False),
+    Column("description", String(1000), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    ForeignKeyConstraint(["account_id"], ["accounts.account_id"]),
+    ForeignKeyConstraint(["order_id"], ["orders.order_id"]),
+    UniqueConstraint("order_id"),  # one Payment per order
+    sqlite_autoincrement=True,
 )
 
 # Durable jobs, claimed with a lease (FOR UPDATE SKIP LOCKED on PostgreSQL).

@@ -38,6 +38,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kassa.accounts.schemas import Protocol
+from kassa.channels.base import UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.core.money import (
     CURRENCY_EXPONENT,
@@ -48,7 +49,13 @@ from kassa.core.money import (
 )
 from kassa.core.signing import cryptogw_signature, cryptogw_signature_matches
 from kassa.core.states import OrderStatus
-from kassa.errors import KassaError, PayloadTooLarge, PaymentMethodUnavailable, RateLimited
+from kassa.errors import (
+    KassaError,
+    PayloadTooLarge,
+    PaymentMethodUnavailable,
+    RateLimited,
+    UpstreamFailure,
+)
 from kassa.facades import repository
 from kassa.facades import service as facades
 from kassa.facades.edge import FacadeEdge
@@ -269,12 +276,13 @@ class CryptoEndpoints:
         """POST /v1/payment: create a pending USDT order (or find the same one again)."""
         async def work(signed: SignedRequest) -> Response:
             order_req = order_request(self.ctx, signed.body, live=signed.caller.principal.live)
+            slot = UpstreamSlot()  # live mode: the upstream's order, opened between two runs
 
             def unit(conn: Connection) -> dict[str, Any]:
                 self._use_nonce(conn, signed)
                 try:
                     order = facades.open_order(conn, self.ctx, caller=signed.caller,
-                                               request=order_req)
+                                               request=order_req, slot=slot)
                 except facades.DuplicateMerchantOrder as exc:
                     raise CryptoError(10005, 409, "order_no already exists with another "
                                                   "amount or currency") from exc
@@ -283,7 +291,10 @@ class CryptoEndpoints:
                 except KassaError as exc:  # the limits: about the amount
                     raise invalid("amount", exc.message) from exc
                 return render(order, self.ctx)
-            return ok(await self.edge.write(unit))
+            try:
+                return ok(await self.edge.write(unit))
+            except UpstreamFailure as exc:  # the upstream failed us: nothing was created
+                raise CryptoError(10006, exc.http_status, exc.message) from exc
         return await self._answer(request, work)
 
     async def query(self, request: Request) -> Response:
@@ -301,7 +312,10 @@ class CryptoEndpoints:
                 if order is None:
                     raise CryptoError(10004, 404, "Order not found")
                 return render(order, self.ctx)
-            return ok(await self.edge.write(unit))
+            try:
+                return ok(await self.edge.write(unit))
+            except UpstreamFailure as exc:  # the upstream failed us: nothing was created
+                raise CryptoError(10006, exc.http_status, exc.message) from exc
         return await self._answer(request, work)
 
     def routes(self) -> list[Route]:

@@ -10,17 +10,15 @@ from urllib.parse import parse_qsl
 
 import orjson
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 
 from kassa.accounts.schemas import Principal
 from kassa.context import ServiceContext
 from kassa.db.database import Database
-from kassa.http.api import read_body, worth_retrying
+from kassa.http.api import read_body, write_unit
 from kassa.http.ratelimit import RateLimiter
 
 T = TypeVar("T")
-WRITE_ATTEMPTS = 3
 MAX_PARAM_CHARS = 4096
 
 
@@ -40,19 +38,9 @@ class FacadeEdge:
         return await self.db.read(unit)
 
     async def write(self, unit: Callable[[Connection], T]) -> T:
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                result = await self.db.write(unit)
-            except DBAPIError as exc:
-                # Lost a race (the same order number or nonce at once) or a deadlock:
-                # nothing was written; run it again, and it sees what the other committed.
-                if attempt == WRITE_ATTEMPTS or not worth_retrying(exc):
-                    raise
-                continue
-            if self.after_write is not None:
-                self.after_write()
-            return result
-        raise AssertionError("unreachable")
+        """In a transaction of its own, again after a lost race or an upstream's answer
+        (http.api.write_unit)."""
+        return await write_unit(self.db, unit, self.after_write)
 
     async def hit(self, principal: Principal) -> None:
         """Count an authenticated protocol request (its own quota: protocol traffic never

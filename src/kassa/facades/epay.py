@@ -24,12 +24,13 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from kassa.accounts.schemas import Protocol
+from kassa.channels.base import UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.core.clock import SHANGHAI
 from kassa.core.money import Money, MoneyError, parse_decimal_amount
 from kassa.core.signing import epay_sign, epay_sign_matches
 from kassa.core.states import OrderStatus
-from kassa.errors import KassaError, PayloadTooLarge, RateLimited
+from kassa.errors import KassaError, PayloadTooLarge, RateLimited, UpstreamFailure
 from kassa.facades import service as facades
 from kassa.facades.edge import BadParameters, FacadeEdge, request_params
 from kassa.payments.schemas import render_order
@@ -162,12 +163,12 @@ def order_request(params: Mapping[str, str], *, live: bool, need_return_url: boo
 
 
 def _open(conn: Connection, ctx: ServiceContext, params: Mapping[str, str],
-          need_return_url: bool) -> dict[str, Any]:
+          need_return_url: bool, slot: UpstreamSlot) -> dict[str, Any]:
     caller = _caller(conn, ctx, params)
     _check_sign(params, caller.secret)
     request = order_request(params, live=caller.principal.live, need_return_url=need_return_url)
     try:
-        return facades.open_order(conn, ctx, caller=caller, request=request)
+        return facades.open_order(conn, ctx, caller=caller, request=request, slot=slot)
     except facades.DuplicateMerchantOrder as exc:
         raise EpayError("商户订单号(out_trade_no)已存在, 且金额或支付方式不同") from exc
     except KassaError as exc:  # limits, an unavailable method: the core's own words
@@ -255,8 +256,12 @@ class EpayEndpoints:
 
     async def _create(self, params: dict[str, str], need_return_url: bool) -> dict[str, Any]:
         await self._authenticated(params, key_allowed=False)
-        return await self.edge.write(lambda conn: _open(conn, self.ctx, params,
-                                                        need_return_url))
+        slot = UpstreamSlot()  # live mode: the upstream's order, opened between two runs
+        try:
+            return await self.edge.write(lambda conn: _open(conn, self.ctx, params,
+                                                            need_return_url, slot))
+        except UpstreamFailure as exc:  # nothing was created
+            raise EpayError(exc.message) from exc
 
     async def submit(self, request: Request) -> Response:
         """GET/POST /submit.php: create (or find again) the order, then off to the hosted

@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 
 from kassa.accounts import service as accounts
 from kassa.accounts.schemas import Principal
+from kassa.channels.base import UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.core.signing import hashes_match
 from kassa.core.urls import UrlError, check_url
@@ -110,9 +111,11 @@ def same_terms(existing: AnyRow, request: FacadeOrderRequest) -> bool:
 
 
 def open_order(conn: Connection, ctx: ServiceContext, *, caller: Caller,
-               request: FacadeOrderRequest) -> AnyRow:
+               request: FacadeOrderRequest, slot: UpstreamSlot | None = None) -> AnyRow:
     """The order for a merchant order number: the existing one if it has the same terms (a
-    client sending its request again), else a new payment order without a task."""
+    client sending its request again), else a new payment order without a task. In live
+    mode its money is collected through the configured upstream (`slot`, see
+    channels.base.UpstreamSlot)."""
     principal = caller.principal
     existing = repository.find_by_merchant_no(
         conn, account_id=principal.account_id, mode=principal.mode, protocol=request.protocol,
@@ -125,7 +128,8 @@ def open_order(conn: Connection, ctx: ServiceContext, *, caller: Caller,
         conn, ctx, principal=principal, amount=request.amount, currency=request.currency,
         method=request.payment_method, return_url=request.return_url,
         notify_url=request.notify_url, protocol=request.protocol,
-        description=f"{request.protocol} order {request.merchant_order_no}: {request.name}")
+        description=f"{request.protocol} order {request.merchant_order_no}: {request.name}",
+        slot=slot)
     row = {
         "order_id": order["order_id"], "account_id": principal.account_id,
         "mode": principal.mode, "protocol": request.protocol,

@@ -13,7 +13,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pydantic
@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kassa.accounts.schemas import Principal
+from kassa.channels.base import UpstreamCallNeeded, UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.db.database import Database
 from kassa.errors import (
@@ -36,8 +37,10 @@ from kassa.errors import (
 from kassa.http.auth import Authenticator
 from kassa.http.ratelimit import RateLimiter
 from kassa.idempotency import service as idempotency
+from kassa.upstreams.calls import MAX_UPSTREAM_CALLS, fill_slot
 
 log = logging.getLogger("kassa.http")
+T = TypeVar("T")
 
 JSON = "application/json"
 Body = dict[str, Any]
@@ -49,8 +52,11 @@ class Call:
     request: Request
     principal: Principal
     ctx: ServiceContext
-    body: Any = None  # the validated request model (writes)
+    db: Database
+    body: Any = None  # the validated request model (writes with a body)
     query: Any = None  # the validated query model (reads)
+    # An upstream order opened for this request before its transaction (live channels).
+    upstream: UpstreamSlot = field(default_factory=UpstreamSlot)
 
 
 Unit = Callable[[Connection], UnitResult]
@@ -106,10 +112,13 @@ class Api:
     def get(self, path: str, *, summary: str, response: type[pydantic.BaseModel] | None,
             query: type[pydantic.BaseModel] | None = None,
             errors: tuple[type[KassaError], ...] = (), tags: tuple[str, ...] = (),
-            need_secret: bool = False) -> Callable[[Handler], Handler]:
-        return self._add("GET", path, summary=summary, status=200, write=False, body=None,
+            need_secret: bool = False, write: bool = False) -> Callable[[Handler], Handler]:
+        """A read: the key alone will do (unless need_secret). With `write=True`, a GET that
+        changes something (seed 004's retry): a write like a POST (secret required,
+        Idempotency-Key honoured, one transaction), with no body."""
+        return self._add("GET", path, summary=summary, status=200, write=write, body=None,
                          query=query, response=response, errors=errors, tags=tags,
-                         need_secret=need_secret)
+                         need_secret=need_secret or write)
 
 
 def json_response(status: int, body: Body | bytes, headers: dict[str, str] | None = None
@@ -195,6 +204,35 @@ def worth_retrying(exc: DBAPIError) -> bool:
         exc.orig, "sqlstate", None) in _RETRY_SQLSTATES
 
 
+async def write_unit(db: Database, unit: Callable[[Connection], T],
+                     after_write: Callable[[], None] | None = None) -> T:
+    """Run a request's unit of work in a transaction of its own, and run it again when:
+    - a concurrent request won a uniqueness race (same task, same key) or PostgreSQL broke a
+      deadlock by rolling this one back: nothing of it was written, and the rerun sees what
+      the other committed;
+    - it needs a live upstream to open an order first (UpstreamCallNeeded): the upstream is
+      asked now, with no transaction open, and the rerun writes its answer."""
+    upstream_calls = 0
+    failures = 0
+    while True:
+        try:
+            result = await db.write(unit)
+        except UpstreamCallNeeded as need:
+            upstream_calls += 1
+            if upstream_calls > MAX_UPSTREAM_CALLS:
+                raise
+            await fill_slot(need)
+            continue
+        except DBAPIError as exc:
+            failures += 1
+            if failures == _WRITE_ATTEMPTS or not worth_retrying(exc):
+                raise
+            continue
+        if after_write is not None:
+            after_write()
+        return result
+
+
 async def _unit_of(op: Operation, call: Call) -> Unit:
     made = op.handler(call)
     return await made if inspect.isawaitable(made) else made
@@ -231,7 +269,7 @@ class Dispatcher:
     async def _dispatch(self, op: Operation, request: Request) -> Response:
         principal = await self.auth.principal(request.headers, need_secret=op.need_secret)
         await self.limiter.hit(f"{principal.account_id}:{principal.mode}")
-        call = Call(request=request, principal=principal, ctx=self.ctx)
+        call = Call(request=request, principal=principal, ctx=self.ctx, db=self.db)
         if op.query_model is not None:
             query = dict(request.query_params)
             if _has_nul(query):
@@ -245,9 +283,10 @@ class Dispatcher:
             status, body = await self.db.read(work)
             return json_response(status, body)
 
-        raw = await read_body(request, self.ctx.settings.max_body_bytes)
-        assert op.body_model is not None
-        call.body = parse_body(op.body_model, raw)
+        raw = b""  # a write by GET (Api.get(write=True)) has no body
+        if op.body_model is not None:
+            raw = await read_body(request, self.ctx.settings.max_body_bytes)
+            call.body = parse_body(op.body_model, raw)
         work = await _unit_of(op, call)
 
         def serialised(conn: Connection) -> idempotency.Response:
@@ -270,18 +309,7 @@ class Dispatcher:
                 req_hash=idempotency.request_hash(op.method, request.url.path, raw),
                 work=serialised)
         try:
-            for attempt in range(1, _WRITE_ATTEMPTS + 1):
-                try:
-                    status, content = await self.db.write(unit)
-                    if self.after_write is not None:
-                        self.after_write()
-                    break
-                except DBAPIError as exc:
-                    # A concurrent request won a uniqueness race (same task, same key), or
-                    # PostgreSQL broke a deadlock by rolling this one back: nothing of it
-                    # was written, so run it again; it now sees what the other committed.
-                    if attempt == _WRITE_ATTEMPTS or not worth_retrying(exc):
-                        raise
+            status, content = await write_unit(self.db, unit, self.after_write)
         finally:
             if flight is not None:
                 self._in_flight.discard(flight)

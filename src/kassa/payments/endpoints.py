@@ -9,10 +9,13 @@ from kassa.errors import (
     AmountMismatch,
     DuplicateOrder,
     InsufficientFunds,
+    InvalidOrderState,
     LimitExceeded,
     OrderNotFound,
+    PaymentFailed,
     PaymentMethodUnavailable,
     TaskNotFound,
+    UpstreamUnavailable,
 )
 from kassa.http.api import Api, Call, UnitResult
 from kassa.payments import service
@@ -21,8 +24,10 @@ from kassa.payments.schemas import (
     DepositRequest,
     PaymentOrder,
     QueryParams,
+    RetryPaymentRequest,
     render_order,
 )
+from kassa.upstreams.verify import verify_now
 
 api = Api()
 
@@ -36,17 +41,21 @@ def create_payment(call: Call):  # type: ignore[no-untyped-def]
     request: CreatePaymentRequest = call.body
 
     def unit(conn: Connection) -> UnitResult:
-        order = service.create_order(conn, call.ctx, principal=call.principal, request=request)
+        order = service.create_order(conn, call.ctx, principal=call.principal, request=request,
+                                     slot=call.upstream)
         return 201, render_order(order, call.ctx.public_url)
 
     return unit
 
 
 @api.get("/api/v1/payment/query", summary="Query Payment Status", query=QueryParams,
-         response=PaymentOrder, tags=("payments",), errors=(OrderNotFound,))
-def query_payment(call: Call):  # type: ignore[no-untyped-def]
-    """Retrieve the current status of a payment order."""
+         response=PaymentOrder, tags=("payments",), errors=(OrderNotFound, UpstreamUnavailable))
+async def query_payment(call: Call):  # type: ignore[no-untyped-def]
+    """Retrieve the current status of a payment order. With `verify=true`, a live order
+    still waiting for its upstream is first checked with that upstream (verify triad, 3)."""
     params: QueryParams = call.query
+    if params.verify in ("true", "1"):
+        await verify_now(call.db, call.ctx, principal=call.principal, order_id=params.order_id)
 
     def unit(conn: Connection) -> UnitResult:
         order = service.get_order(conn, principal=call.principal, order_id=params.order_id)
@@ -65,7 +74,25 @@ def create_deposit(call: Call):  # type: ignore[no-untyped-def]
     request: DepositRequest = call.body
 
     def unit(conn: Connection) -> UnitResult:
-        order = service.open_deposit(conn, call.ctx, principal=call.principal, request=request)
+        order = service.open_deposit(conn, call.ctx, principal=call.principal, request=request,
+                                     slot=call.upstream)
         return 201, render_order(order, call.ctx.public_url)
+
+    return unit
+
+
+@api.post("/api/v1/payment/retry", summary="Retry a payment", body=RetryPaymentRequest,
+          response=PaymentOrder, tags=("payments",),
+          errors=(OrderNotFound, InvalidOrderState, DuplicateOrder, LimitExceeded,
+                  PaymentMethodUnavailable, PaymentFailed, UpstreamUnavailable))
+def retry_payment(call: Call):  # type: ignore[no-untyped-def]
+    """Re-obtain a payment link for a pending or expired order: a new link (a new upstream
+    order for live channels) and a new expiry, the same order."""
+    request: RetryPaymentRequest = call.body
+
+    def unit(conn: Connection) -> UnitResult:
+        order = service.retry_order(conn, call.ctx, principal=call.principal,
+                                    order_id=request.order_id, slot=call.upstream)
+        return 200, render_order(order, call.ctx.public_url)
 
     return unit

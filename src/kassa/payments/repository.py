@@ -47,7 +47,7 @@ _transitions: dict[tuple[frozenset[str], str, tuple[str, ...]], Prepared] = {}
 
 _NEW_ORDER = {"purpose": "payment", "refunded_cents": 0, "refunded_cny": 0, "released_cents": 0,
               "released_amount": 0,
-              "platform_fee_cny": 0}
+              "platform_fee_cny": 0, "pay_url": None, "qr_code": None, "upstream_ref": None}
 
 
 def insert_order(conn: Connection, values: dict[str, Any]) -> None:

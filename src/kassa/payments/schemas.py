@@ -17,8 +17,8 @@ PURPOSE_DEPOSIT = "deposit"  # tops up the available balance
 # A protocol facade's order (EasyPay, crypto gateway): no task; when paid, the money goes to
 # the available balance less the channel fee.
 PURPOSE_COLLECTION = "collection"
-ChannelMethod = Literal["alipay", "wechat", "card", "bank_transfer"]
-PaymentMethod = Literal["alipay", "wechat", "card", "bank_transfer", "balance"]
+ChannelMethod = Literal["alipay", "wechat", "card", "bank_transfer", "usdt"]
+PaymentMethod = Literal["alipay", "wechat", "card", "bank_transfer", "usdt", "balance"]
 Currency = Literal["CNY", "USD"]
 METADATA_MAX_BYTES = 1024
 
@@ -94,6 +94,8 @@ class PaymentOrder(BaseModel):
     task_id: str | None
     payment_url: str
     qr_code_url: str
+    qr_code: str | None = Field(description="What the QR code says (a live upstream's "
+                                            "payment link), for apps that draw their own")
     amount: int
     currency: str
     amount_cny: int
@@ -135,8 +137,10 @@ def render_order(order: Mapping[Any, Any], public_url: str) -> dict[str, Any]:
         "order_id": order_id,
         "type": order["purpose"],
         "task_id": order["task_id"],
-        "payment_url": f"{public_url}/checkout/{order_id}",
+        # A live upstream's order is paid where that upstream says; the rest on Kassa's page.
+        "payment_url": order.get("pay_url") or f"{public_url}/checkout/{order_id}",
         "qr_code_url": f"{public_url}/qr/{order_id}.png",
+        "qr_code": order.get("qr_code"),
         "amount": order["amount"],
         "currency": order["currency"],
         "amount_cny": order["amount_cny"],
@@ -174,4 +178,11 @@ def render_order(order: Mapping[Any, Any], public_url: str) -> dict[str, Any]:
 
 
 class QueryParams(StrictModel):
+    order_id: StrictStr = Field(min_length=1, max_length=64)
+    verify: Literal["true", "false", "1", "0"] | None = Field(
+        None, description="true: ask the order's upstream now before answering (verify "
+                          "triad, 3)")
+
+
+class RetryPaymentRequest(StrictModel):
     order_id: StrictStr = Field(min_length=1, max_length=64)

@@ -23,6 +23,12 @@ from kassa.channels.base import (
     ChannelPayment,
     PaymentIntent,
     SettleOutcome,
+    Upstream,
+    UpstreamCallNeeded,
+    UpstreamOrder,
+    UpstreamPayment,
+    UpstreamSlot,
+    is_upstream,
 )
 from kassa.context import ServiceContext
 from kassa.core import ids
@@ -36,6 +42,7 @@ from kassa.errors import (
     AmountMismatch,
     DuplicateOrder,
     InsufficientFunds,
+    InvalidOrderState,
     InvalidTaskState,
     LimitExceeded,
     OrderNotFound,
@@ -58,6 +65,7 @@ from kassa.payments.schemas import (
     render_order,
 )
 from kassa.tasks import repository as tasks
+from kassa.upstreams import repository as upstreams
 from kassa.worker import queue
 
 DEFAULT_EXPIRY_SECONDS = 900
@@ -65,6 +73,7 @@ BANK_TRANSFER_MIN_CENTS = 100_000
 
 JOB_SETTLE_SANDBOX = "order.settle_sandbox"
 JOB_EXPIRE = "order.expire"
+JOB_POLL_UPSTREAM = "order.poll_upstream"
 
 
 def checked_url(url: str | None, *, principal: Principal, field: str) -> str | None:
@@ -108,7 +117,8 @@ def _unavailable(method: str, message: str) -> PaymentMethodUnavailable:
 
 
 def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
-               task: Mapping[Any, Any], request: CreatePaymentRequest) -> dict[str, Any]:
+               task: Mapping[Any, Any], request: CreatePaymentRequest,
+               slot: UpstreamSlot | None = None) -> dict[str, Any]:
     """Create the payment order for a task already locked by the caller."""
     currency = request.currency or task["currency"]
     if currency != task["currency"]:
@@ -145,7 +155,7 @@ def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
                   method=request.payment_method, return_url=return_url,
                   callback_url=callback_url, metadata=metadata,
                   expires_in=request.expires_in_seconds, test_card=request.test_card,
-                  description=f"Payment for task: {task['title']}")
+                  description=f"Payment for task: {task['title']}", slot=slot)
     tasks.set_current_order(conn, account_id=principal.account_id, mode=principal.mode,
                             task_id=task["task_id"], order_id=order["order_id"],
                             now=order["created_at"])
@@ -153,7 +163,7 @@ def open_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
 
 
 def open_deposit(conn: Connection, ctx: ServiceContext, *, principal: Principal,
-                 request: DepositRequest) -> dict[str, Any]:
+                 request: DepositRequest, slot: UpstreamSlot | None = None) -> dict[str, Any]:
     """POST /api/v1/payment/deposit: top up the available balance through a channel."""
     amount_cny, _ = amount_in_cny(ctx, request.amount, request.currency)
     if amount_cny < ctx.settings.min_deposit_cents:
@@ -169,12 +179,14 @@ def open_deposit(conn: Connection, ctx: ServiceContext, *, principal: Principal,
                  callback_url=checked_url(request.callback_url, principal=principal,
                                           field="callback_url"),
                  metadata=request.metadata, expires_in=request.expires_in_seconds,
-                 test_card=request.test_card, description="Deposit to account balance")
+                 test_card=request.test_card, description="Deposit to account balance",
+                 slot=slot)
 
 
 def open_collection(conn: Connection, ctx: ServiceContext, *, principal: Principal,
                     amount: int, currency: str, method: str, return_url: str | None,
-                    notify_url: str, protocol: str, description: str) -> dict[str, Any]:
+                    notify_url: str, protocol: str, description: str,
+                    slot: UpstreamSlot | None = None) -> dict[str, Any]:
     """A protocol facade's order (SPEC §9): no task; when paid, credited to the available
     balance less the channel fee (`collection_fee_bps`). Its notify_url is told of the
     payment in `protocol`'s own format. URLs are the caller's to check."""
@@ -182,15 +194,16 @@ def open_collection(conn: Connection, ctx: ServiceContext, *, principal: Princip
     return _open(conn, ctx, principal=principal, purpose=PURPOSE_COLLECTION, task_id=None,
                  amount=amount, currency=currency, method=method, return_url=return_url,
                  callback_url=notify_url, metadata=None, expires_in=None, test_card=None,
-                 description=description, fee_bps=fee_bps, callback_protocol=protocol)
+                 description=description, fee_bps=fee_bps, callback_protocol=protocol,
+                 slot=slot)
 
 
 def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpose: str,
           task_id: str | None, amount: int, currency: str, method: str,
           return_url: str | None, callback_url: str | None, metadata: Any,
           expires_in: int | None, test_card: str | None, description: str,
-          fee_bps: int | None = None, callback_protocol: str | None = None
-          ) -> dict[str, Any]:
+          fee_bps: int | None = None, callback_protocol: str | None = None,
+          slot: UpstreamSlot | None = None) -> dict[str, Any]:
     """What a task payment, a deposit and a collection share: limits, the channel, the
     order row, its history row, its jobs and its events."""
     now = ctx.clock.now()
@@ -208,8 +221,9 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
         raise ValidationError("test_card is accepted with test keys only",
                               details=[{"field": "test_card", "message": "test mode only"}])
 
-    order_id = ids.order_id()
+    order_id = ids.order_id() if slot is None or slot.order_id is None else slot.order_id
     answer: ChannelPayment | None = None
+    upstream_answer: tuple[UpstreamOrder, UpstreamPayment] | None = None
     if method == BALANCE:
         if test_card is not None:
             raise ValidationError("test_card applies only to payment_method card",
@@ -221,14 +235,31 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
         if channel is None:
             raise _unavailable(method, f"Payment method {method} is not available for "
                                        f"{principal.mode} payments on this account")
-        try:
-            answer = channel.create_payment(PaymentIntent(
-                order_id=order_id, amount=amount, currency=currency,
-                payment_method=method, test_card=test_card))
-        except ChannelError as exc:
-            field = exc.field or "payment_method"
-            raise ValidationError(str(exc), details=[{"field": field, "message": str(exc)}]
-                                  ) from exc
+        if is_upstream(channel):
+            if test_card is not None:
+                raise ValidationError("test_card applies only to payment_method card",
+                                      details=[{"field": "test_card", "message": method}])
+            if slot is None:
+                raise _unavailable(method, f"Payment method {method} cannot be used here")
+            slot.order_id = order_id
+            upstream_order = _upstream_order(ctx, channel, order_id=order_id, attempt=1,
+                                             amount=amount, currency=currency, method=method,
+                                             description=description, return_url=return_url)
+            payment = slot.answer_for(upstream_order)
+            if payment is None:  # ask the upstream, outside this transaction, then again
+                raise UpstreamCallNeeded(channel, upstream_order, slot)
+            upstream_answer = (upstream_order, payment)
+            answer = ChannelPayment(card=None, settle_after_seconds=None,
+                                    planned_outcome=None, initial_status="pending")
+        else:
+            try:
+                answer = channel.create_payment(PaymentIntent(
+                    order_id=order_id, amount=amount, currency=currency,
+                    payment_method=method, test_card=test_card))
+            except ChannelError as exc:
+                field = exc.field or "payment_method"
+                raise ValidationError(str(exc), details=[{"field": field,
+                                                          "message": str(exc)}]) from exc
         channel_name = channel.name
 
     day = shanghai_day(now)
@@ -279,10 +310,15 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
         "event_seq": 2 if paid_now else 1,
         "expires_at": now + timedelta(seconds=expires_in or DEFAULT_EXPIRY_SECONDS),
         "paid_at": now if paid_now else None,
+        "pay_url": upstream_answer[1].pay_url if upstream_answer else None,
+        "qr_code": upstream_answer[1].qr_code if upstream_answer else None,
+        "upstream_ref": upstream_answer[0].reference if upstream_answer else None,
         "created_at": now,
         "updated_at": now,
     }
     repository.insert_order(conn, order)
+    if upstream_answer is not None:
+        _record_attempt(conn, order, *upstream_answer, now=now)
     history.record(conn, transaction_id=ids.derived_transaction_id(order_id), type_=purpose,
                    account_id=principal.account_id, mode=principal.mode, order_id=order_id,
                    refund_id=None, task_id=task_id, amount=amount, currency=currency,
@@ -308,18 +344,120 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
     if answer.settle_after_seconds is not None:
         jobs.append((JOB_SETTLE_SANDBOX, order_id,
                      now + timedelta(seconds=answer.settle_after_seconds)))
+    if upstream_answer is not None:  # verify triad (2): ask the upstream until it is settled
+        jobs.append((JOB_POLL_UPSTREAM, order_id,
+                     now + timedelta(seconds=ctx.settings.upstream_poll_min_seconds)))
+    queue.enqueue_many(conn, jobs, now)
+    return order
+
+
+def _upstream_order(ctx: ServiceContext, upstream: Upstream, *, order_id: str, attempt: int,
+                    amount: int, currency: str, method: str, description: str,
+                    return_url: str | None) -> UpstreamOrder:
+    return UpstreamOrder(
+        reference=ids.upstream_reference(order_id, attempt), amount=amount, currency=currency,
+        payment_method=method, description=description[:100],
+        notify_url=f"{ctx.settings.resolved_upstream_notify_url}/notify/{upstream.name}",
+        return_url=return_url)
+
+
+def _record_attempt(conn: Connection, order: Mapping[str, Any], upstream_order: UpstreamOrder,
+                    payment: UpstreamPayment, *, now: datetime) -> None:
+    upstreams.insert_attempt(conn, reference=upstream_order.reference,
+                             order_id=order["order_id"], channel=order["channel"],
+                             trade_no=payment.trade_no, pay_url=payment.pay_url,
+                             qr_code=payment.qr_code, now=now)
+
+
+def retry_order(conn: Connection, ctx: ServiceContext, *, principal: Principal, order_id: str,
+                slot: UpstreamSlot | None) -> dict[str, Any]:
+    """POST /api/v1/payment/retry (seed 004's retry): a pending or expired order gets a new
+    payment link and a new expiry; it stays the same order."""
+    order = repository.get_order(conn, account_id=principal.account_id, mode=principal.mode,
+                                 order_id=order_id, for_update=True)
+    if order is None:
+        raise OrderNotFound(f"Order {order_id} doesn't exist", order_id=order_id)
+    if order["status"] not in (OrderStatus.PENDING, OrderStatus.EXPIRED):
+        raise InvalidOrderState(
+            f"Order {order_id} is {order['status']}: only pending or expired orders can be "
+            "retried", order_id=order_id, status=order["status"])
+    now = ctx.clock.now()
+    if order["status"] == OrderStatus.EXPIRED and order["task_id"] is not None:
+        task = tasks.get_task(conn, account_id=principal.account_id, mode=principal.mode,
+                              task_id=order["task_id"], for_update=True)
+        if task is None or task["status"] != TaskStatus.OPEN:
+            raise InvalidTaskState(f"Task {order['task_id']} is no longer open",
+                                   task_id=order["task_id"],
+                                   task_status=None if task is None else task["status"])
+        current = task["current_order_id"]
+        if current != order_id and repository.live_order_status(
+                conn, current) in LIVE_ORDER_STATUSES:
+            raise DuplicateOrder("Another payment order exists for the task", order_id=current)
+    lifetime = order["expires_at"] - order["created_at"]
+    if lifetime.total_seconds() < 300:
+        lifetime = timedelta(seconds=DEFAULT_EXPIRY_SECONDS)
+    values: dict[str, Any] = {"expires_at": now + lifetime}
+    channel = ctx.channels.for_method(mode=order["mode"], payment_method=order["payment_method"])
+    jobs = [(JOB_EXPIRE, order_id, now + lifetime)]
+    if channel is not None and is_upstream(channel):
+        if slot is None:
+            raise _unavailable(order["payment_method"], "This order cannot be retried here")
+        slot.order_id = order_id
+        upstream_order = _upstream_order(
+            ctx, channel, order_id=order_id, attempt=upstreams.attempt_count(conn, order_id) + 1,
+            amount=order["amount"], currency=order["currency"],
+            method=order["payment_method"], description=order["description"],
+            return_url=order["return_url"])
+        payment = slot.answer_for(upstream_order)
+        if payment is None:
+            raise UpstreamCallNeeded(channel, upstream_order, slot)
+        _record_attempt(conn, order, upstream_order, payment, now=now)
+        values.update(pay_url=payment.pay_url, qr_code=payment.qr_code,
+                      upstream_ref=upstream_order.reference)
+        jobs.append((JOB_POLL_UPSTREAM, order_id,
+                     now + timedelta(seconds=ctx.settings.upstream_poll_min_seconds)))
+    elif channel is None and order["payment_method"] != BALANCE:
+        raise _unavailable(order["payment_method"],
+                           f"Payment method {order['payment_method']} is not available now")
+    elif order["sandbox_outcome"] is not None:
+        jobs.append((JOB_SETTLE_SANDBOX, order_id,
+                     now + timedelta(seconds=ctx.settings.sandbox_settle_seconds)))
+    if order["status"] == OrderStatus.EXPIRED:
+        day = shanghai_day(now)
+        limit = ctx.settings.daily_limit_cents.get(principal.tier)
+        if limit is not None and not repository.reserve_daily_volume(
+                conn, account_id=principal.account_id, mode=principal.mode, day=day,
+                amount_cny=order["amount_cny"], limit=limit):
+            raise LimitExceeded(
+                f"Retrying this payment would exceed the {principal.tier} daily limit of "
+                f"{limit} cents (CNY)", limit="daily", limit_cents=limit,
+                amount_cny_cents=order["amount_cny"])
+        revived = repository.transition(conn, order_id=order_id, sources={OrderStatus.EXPIRED},
+                                        target=OrderStatus.PENDING, now=now, limit_day=day,
+                                        **values)
+        assert revived is not None, "the order is locked by this transaction"
+        order = revived
+        history.update_status(conn, transaction_id=ids.derived_transaction_id(order_id),
+                              status=OrderStatus.PENDING, now=now)
+        if order["task_id"] is not None:
+            tasks.set_current_order(conn, account_id=principal.account_id,
+                                    mode=principal.mode, task_id=order["task_id"],
+                                    order_id=order_id, now=now)
+    else:
+        order = repository.update_order(conn, order_id, {**values, "updated_at": now})
     queue.enqueue_many(conn, jobs, now)
     return order
 
 
 def create_order(conn: Connection, ctx: ServiceContext, *, principal: Principal,
-                 request: CreatePaymentRequest) -> dict[str, Any]:
+                 request: CreatePaymentRequest, slot: UpstreamSlot | None = None
+                 ) -> dict[str, Any]:
     """POST /api/v1/payment/create: pay for an existing task."""
     task = tasks.get_task(conn, account_id=principal.account_id, mode=principal.mode,
                           task_id=request.task_id, for_update=True)
     if task is None:
         raise TaskNotFound(f"Task {request.task_id} doesn't exist", task_id=request.task_id)
-    return open_order(conn, ctx, principal=principal, task=task, request=request)
+    return open_order(conn, ctx, principal=principal, task=task, request=request, slot=slot)
 
 
 def get_order(conn: Connection, *, principal: Principal, order_id: str) -> dict[str, Any]:
@@ -376,14 +514,16 @@ def _post_payment(conn: Connection, order: Mapping[Any, Any], now: datetime) -> 
 
 
 def complete_order(conn: Connection, ctx: ServiceContext, *, order_id: str,
-                   now: datetime) -> dict[str, Any] | None:
+                   now: datetime, sources: set[OrderStatus] | None = None,
+                   **extra: Any) -> dict[str, Any] | None:
     """The channel confirmed the money: pending/processing -> completed, into escrow (or,
     for a deposit, the available balance)."""
     transaction_id = ids.derived_transaction_id(order_id)
+    # (an expired order is completed only by an operator resolving its review: accept_late)
     order = repository.transition(
-        conn, order_id=order_id, sources=sources_for(OrderStatus.COMPLETED) - {
-            OrderStatus.REFUNDED}, target=OrderStatus.COMPLETED, now=now, paid_at=now,
-        transaction_id=transaction_id)
+        conn, order_id=order_id, sources=sources or {OrderStatus.PENDING, OrderStatus.PROCESSING},
+        target=OrderStatus.COMPLETED, now=now, paid_at=now, transaction_id=transaction_id,
+        **extra)
     if order is None:
         return None
     _post_payment(conn, order, now)

@@ -29,7 +29,7 @@ _settle = Prepared(
 
 
 def insert_refund(conn: Connection, values: dict[str, Any]) -> None:
-    _insert.run(conn, values)
+    _insert.run(conn, {"upstream_refund_no": None, **values})
 
 
 def get_refund(conn: Connection, refund_id: str) -> dict[str, Any] | None:
@@ -62,3 +62,8 @@ def settle(conn: Connection, *, refund_id: str, status: str, failure_code: str |
     return _settle.first(conn, {
         "k_refund": refund_id, "k_status": status, "k_failure": failure_code,
         "k_completed": now if status == "completed" else None, "k_now": now})
+
+
+def set_upstream_refund_no(conn: Connection, *, refund_id: str, upstream_refund_no: str) -> None:
+    conn.execute(update(refunds).where(refunds.c.refund_id == refund_id).values(
+        upstream_refund_no=upstream_refund_no))

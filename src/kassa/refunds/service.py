@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from kassa.accounts.schemas import Principal
-from kassa.channels.base import RefundIntent
+from kassa.channels.base import RefundIntent, is_upstream
 from kassa.context import ServiceContext
 from kassa.core import ids
 from kassa.core import ledger as accounts
@@ -43,6 +43,7 @@ from kassa.tasks import repository as tasks
 from kassa.worker import queue
 
 JOB_SETTLE_SANDBOX_REFUND = "refund.settle_sandbox"
+JOB_REFUND_UPSTREAM = "refund.upstream"
 
 # The seed's refund times, upper bounds in business days: the latest a merchant should expect.
 ARRIVAL_BUSINESS_DAYS = {"alipay": 3, "wechat": 3, "card": 10, "bank_transfer": 5}
@@ -140,10 +141,10 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
     else:
         channel = ctx.channels.for_method(mode=order["mode"],
                                           payment_method=order["payment_method"])
-        if channel is None:
+        if channel is None or not getattr(channel, "supports_refunds", True):
             raise PaymentMethodUnavailable(
                 f"Refunds through {order['payment_method']} are not available now",
-                payment_method=order["payment_method"], retry_allowed=True,
+                payment_method=order["payment_method"], retry_allowed=channel is None,
                 suggested_actions=["Refund to the account balance (refund_method balance)"])
         destination = accounts.customer_refunds_in_flight(account_id)
         status = RefundStatus.PROCESSING
@@ -167,7 +168,8 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
             required_cents=amount_cny - fee_back) from exc
     planned: str | None = None
     settle_after: float | None = None
-    if channel is not None:
+    through_upstream = channel is not None and is_upstream(channel)
+    if channel is not None and not is_upstream(channel):
         answer = channel.refund(RefundIntent(
             refund_id=refund_id, order_id=order_id, amount=amount, currency=order["currency"],
             payment_method=order["payment_method"], test_outcome=test_outcome))
@@ -195,6 +197,8 @@ def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, A
     elif settle_after is not None:
         queue.enqueue(conn, kind=JOB_SETTLE_SANDBOX_REFUND, ref=refund_id,
                       run_at=now + timedelta(seconds=settle_after), now=now)
+    elif through_upstream:  # the upstream is asked by a job, retried until it answers
+        queue.enqueue(conn, kind=JOB_REFUND_UPSTREAM, ref=refund_id, run_at=now, now=now)
     return refund
 
 
@@ -229,13 +233,17 @@ def _lock_order_of(conn: Connection, refund_id: str) -> dict[str, Any] | None:
                                                              for_update=True)
 
 
-def complete_refund(conn: Connection, *, refund_id: str, now: datetime) -> dict[str, Any] | None:
+def complete_refund(conn: Connection, *, refund_id: str, now: datetime,
+                    upstream_refund_no: str | None = None) -> dict[str, Any] | None:
     """The channel paid the money back: out of refunds in flight, to the channel."""
     order = _lock_order_of(conn, refund_id)
     refund = repository.settle(conn, refund_id=refund_id, status=RefundStatus.COMPLETED,
                                failure_code=None, now=now)
     if refund is None:
         return None
+    if upstream_refund_no is not None:
+        repository.set_upstream_refund_no(conn, refund_id=refund_id,
+                                          upstream_refund_no=upstream_refund_no[:64])
     account_id = refund["account_id"]
     ledger.post(conn, mode=refund["mode"], account_id=account_id, order_id=refund["order_id"],
                 entry=accounts.transfer(

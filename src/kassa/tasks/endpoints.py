@@ -47,7 +47,7 @@ def create_task(call: Call):  # type: ignore[no-untyped-def]
 
     def unit(conn: Connection) -> UnitResult:
         task, order = service.create_task(conn, call.ctx, principal=call.principal,
-                                          request=request)
+                                          request=request, slot=call.upstream)
         payment = None if order is None else render_order(order, call.ctx.public_url)
         return 201, {"task": render_task(task, order["status"] if order else None),
                      "payment": payment}

@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import Connection
 
 from kassa.accounts.schemas import Principal
+from kassa.channels.base import UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.core import ids
 from kassa.core.states import OrderStatus, TaskStatus
@@ -25,7 +26,8 @@ from kassa.tasks.schemas import CreateTaskRequest, render_task
 
 
 def create_task(conn: Connection, ctx: ServiceContext, *, principal: Principal,
-                request: CreateTaskRequest) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                request: CreateTaskRequest, slot: UpstreamSlot | None = None
+                ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     now = ctx.clock.now()
     amount_cny, _ = payments.amount_in_cny(ctx, request.amount, request.currency)
     payments.check_transaction_limits(ctx, amount_cny)
@@ -77,7 +79,7 @@ def create_task(conn: Connection, ctx: ServiceContext, *, principal: Principal,
                                     payment_method=request.payment_method,
                                     metadata=request.metadata,
                                     expires_in_seconds=request.expires_in_seconds,
-                                    test_card=request.test_card))
+                                    test_card=request.test_card), slot=slot)
     task["current_order_id"] = order["order_id"]
     return task, order
 

@@ -13,10 +13,12 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import Connection
 
+from kassa.channels.base import UpstreamError
 from kassa.context import ServiceContext
 from kassa.db.database import Database
 from kassa.facades import repository as facades
@@ -24,6 +26,7 @@ from kassa.idempotency import repository as idempotency
 from kassa.worker import queue
 from kassa.worker.deliveries import Deliverer
 from kassa.worker.handlers import HANDLERS
+from kassa.worker.upstream_jobs import ASYNC_HANDLERS
 
 log = logging.getLogger("kassa.worker")
 
@@ -83,6 +86,9 @@ class Worker:
         return len(claimed)
 
     async def run_job(self, job: queue.ClaimedJob) -> None:
+        if job.kind in ASYNC_HANDLERS:
+            await self.run_async_job(job)
+            return
         handler = HANDLERS.get(job.kind)
 
         def unit(conn: Connection) -> str:
@@ -101,11 +107,39 @@ class Worker:
             log.debug("job %s %s %s -> %s", job.job_id, job.kind, job.ref, outcome)
         except Exception as exc:
             log.exception("job %s %s %s failed", job.job_id, job.kind, job.ref)
-            error = f"{type(exc).__name__}: {exc}"
-            dead = job.attempts >= self.ctx.settings.job_max_attempts
-            retry_at = self.ctx.clock.now() + timedelta(seconds=backoff_seconds(job.attempts))
-            await self.db.write(lambda conn: queue.release_failed(
-                conn, job, error=error, retry_at=retry_at, dead=dead))
+            await self._retry_later(job, exc)
+
+    async def run_async_job(self, job: queue.ClaimedJob) -> None:
+        """A job that waits on the network between its read and its write (upstream_jobs)."""
+        async def commit(fn: Callable[[Connection], str]) -> str:
+            def unit(conn: Connection) -> str:
+                if not queue.take(conn, job):
+                    return "lease_lost"
+                outcome = fn(conn)
+                queue.record_run(conn, job, worker=self.name, outcome=outcome,
+                                 now=self.ctx.clock.now())
+                return outcome
+            outcome = await self.db.write(unit)
+            self.runs += 1
+            return outcome
+
+        try:
+            outcome = await ASYNC_HANDLERS[job.kind](self.db, self.ctx, job.ref, commit)
+            log.debug("job %s %s %s -> %s", job.job_id, job.kind, job.ref, outcome)
+        except Exception as exc:
+            log.warning("job %s %s %s failed: %s: %s", job.job_id, job.kind, job.ref,
+                        type(exc).__name__, exc)
+            await self._retry_later(job, exc)
+
+    async def _retry_later(self, job: queue.ClaimedJob, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        # An upstream that can't be reached is waited for, however long it takes (at most an
+        # hour apart): a refund must not be left in flight because an aggregator was down.
+        dead = (job.attempts >= self.ctx.settings.job_max_attempts
+                and not (isinstance(exc, UpstreamError) and exc.retry_allowed))
+        retry_at = self.ctx.clock.now() + timedelta(seconds=backoff_seconds(job.attempts))
+        await self.db.write(lambda conn: queue.release_failed(
+            conn, job, error=error, retry_at=retry_at, dead=dead))
 
     async def housekeeping(self) -> None:
         cutoff = self.ctx.clock.now() - timedelta(seconds=self.ctx.settings.idempotency_ttl_seconds)

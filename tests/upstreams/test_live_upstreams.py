@@ -1,0 +1,446 @@
+"""Live mode for real (SPEC §5, §8): instance A collects through instance B's EasyPay and
+crypto-gateway facades. A payment made at B is seen at A by notification, by A's polling
+when notifications are lost, and by a client asking A to verify; refunds travel A -> B and
+back; an upstream that is down, a forged, replayed or wrong notification, and a payment for
+an expired order each do what a payments engineer expects. Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from kassa.db.tables import orders
+from kassa.payments import service as payments
+from tests.facades.cryptogw_shop import new_nonce, signature, unix_now
+from tests.facades.epay_shop import credential, md5_sign, signed
+from tests.support.factories import assert_error
+from tests.support.harness import subprocess_env
+from tests.upstreams.conftest import KASSA, NOWHERE, RETURN_URL, Pair
+
+pytestmark = pytest.mark.slow
+
+
+def reference(order_id: str, attempt: int = 1) -> str:
+    """The order number A gives B for an attempt, as the README documents it."""
+    return f"KS{order_id.removeprefix('ord_').upper()}{attempt:02d}"
+
+
+def dispatch(p: Pair, method: str = "alipay", amount: int = 5000,
+             task_id: str | None = None) -> httpx.Response:
+    body: dict[str, Any] = {"title": "Photograph the storefront", "amount": amount,
+                            "currency": "CNY", "payment_method": method,
+                            "return_url": RETURN_URL}
+    if task_id is not None:
+        body["task_id"] = task_id
+    return p.merchant.live.post("/api/v1/tasks", json=body)
+
+
+def live_order(p: Pair, method: str = "alipay", amount: int = 5000) -> dict[str, Any]:
+    r = dispatch(p, method, amount)
+    assert r.status_code == 201, r.text
+    order: dict[str, Any] = r.json()["payment"]
+    assert order["status"] == "pending"
+    return order
+
+
+def query(p: Pair, order_id: str, **params: str) -> dict[str, Any]:
+    r = p.merchant.live.get("/api/v1/payment/query", params={"order_id": order_id, **params})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def wait_status(p: Pair, order_id: str, status: str, timeout: float = 15.0
+                ) -> dict[str, Any]:
+    return p.a.wait_for_status(p.merchant.live, order_id, status, timeout=timeout)
+
+
+def at_b(p: Pair, out_trade_no: str) -> dict[str, Any]:
+    """B's own answer about an order (api.php?act=order, the plain KEY)."""
+    r = httpx.get(f"{p.b.base_url}/api.php", params={
+        "act": "order", "pid": p.epay.pid, "key": p.epay.key, "out_trade_no": out_trade_no})
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def wait_paid_at_b(p: Pair, out_trade_no: str, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = at_b(p, out_trade_no)
+        if body.get("status") == 1:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"B never paid {out_trade_no}")
+
+
+def balances(p: Pair) -> dict[str, Any]:
+    r = p.merchant.live.get("/api/v1/payment/balance")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def notify_params(p: Pair, out_trade_no: str, money: str, *, key: str | None = None,
+                  pid: str | None = None, trade_no: str = "B-TRADE-1") -> dict[str, str]:
+    """A notification as B sends one, signed by the test's own MD5 signer."""
+    params = {"pid": pid or p.epay.pid, "trade_no": trade_no, "out_trade_no": out_trade_no,
+              "type": "alipay", "name": "Photograph the storefront", "money": money,
+              "trade_status": "TRADE_SUCCESS", "param": ""}
+    return {**params, "sign": md5_sign(params, key or p.epay.key), "sign_type": "MD5"}
+
+
+def kassa_cli(p: Pair, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kassa …` run by A's operator: A's database and A's upstreams."""
+    s = p.a.settings
+    env = subprocess_env(s)
+    env.update({"KASSA_EPAY_UPSTREAM_URL": s.epay_upstream_url,
+                "KASSA_EPAY_UPSTREAM_PID": s.epay_upstream_pid,
+                "KASSA_EPAY_UPSTREAM_KEY": p.epay.key,
+                "KASSA_CRYPTOGW_UPSTREAM_URL": s.cryptogw_upstream_url,
+                "KASSA_CRYPTOGW_UPSTREAM_API_KEY": p.crypto_key,
+                "KASSA_CRYPTOGW_UPSTREAM_SECRET": p.crypto_secret})
+    return subprocess.run([*KASSA, *args], check=False, env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def block_notifications(p: Pair) -> None:
+    p.a.settings.upstream_notify_url = NOWHERE
+
+
+# --- a payment made at B, seen at A -----------------------------------------------------------
+
+def test_alipay_paid_at_b_is_seen_at_a_by_its_notification(live: Pair) -> None:
+    order = live_order(live)
+    ref = reference(order["order_id"])
+    # The payer is sent to B's checkout: the link and the QR code are B's, for B's order.
+    assert order["payment_url"].startswith(live.b.base_url + "/checkout/")
+    assert order["qr_code"]
+    assert at_b(live, ref)["money"] == "50.00"
+    done = wait_status(live, order["order_id"], "completed")
+    assert done["escrow"]["held_cents"] == 5000
+    paid_at_b = at_b(live, ref)
+    assert paid_at_b["status"] == 1 and paid_at_b["trade_status"] == "TRADE_SUCCESS"
+
+
+def test_usdt_paid_at_the_crypto_gateway_is_seen_at_a(live: Pair) -> None:
+    order = live_order(live, "usdt", 7100)
+    assert order["payment_url"].startswith(live.b.base_url + "/checkout/")
+    done = wait_status(live, order["order_id"], "completed")
+    assert done["payment_method"] == "usdt" and done["escrow"]["held_cents"] == 7100
+
+
+def test_polling_completes_an_order_whose_notifications_are_lost(live: Pair) -> None:
+    block_notifications(live)
+    live.a.settings.upstream_poll_min_seconds = 0.3
+    live.a.settings.upstream_poll_max_seconds = 0.5
+    order = live_order(live)
+    wait_paid_at_b(live, reference(order["order_id"]))
+    done = wait_status(live, order["order_id"], "completed", timeout=20)
+    assert done["escrow"]["held_cents"] == 5000
+
+
+def test_a_client_can_ask_for_verification_now(live: Pair) -> None:
+    block_notifications(live)
+    order = live_order(live, "wechat")
+    wait_paid_at_b(live, reference(order["order_id"]))
+    time.sleep(0.3)
+    assert query(live, order["order_id"])["status"] == "pending"  # nobody told A yet
+    assert query(live, order["order_id"], verify="true")["status"] == "completed"
+
+
+def test_refund_travels_to_b_and_back(live: Pair) -> None:
+    order = live_order(live)
+    wait_status(live, order["order_id"], "completed")
+    r = live.merchant.live.post("/api/v1/payment/refund", json={
+        "order_id": order["order_id"], "amount": 2000, "reason": "quality_issue",
+        "refund_method": "original"})
+    assert r.status_code == 200, r.text
+    refund = r.json()
+    assert refund["status"] == "processing"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        got = live.merchant.live.get("/api/v1/payment/transactions",
+                                     params={"type": "refund", "limit": 50}).json()
+        mine = [t for t in got["data"] if t.get("refund_id") == refund["refund_id"]]
+        if mine and mine[0]["status"] == "completed":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"refund {refund['refund_id']} never completed at A")
+    assert at_b(live, reference(order["order_id"]))["refund_money"] == "20.00"
+    assert query(live, order["order_id"])["escrow"]["held_cents"] == 3000
+
+
+def test_retry_gets_a_new_link_from_the_upstream_for_the_same_order(live: Pair) -> None:
+    block_notifications(live)
+    order = live_order(live)
+    r = live.merchant.live.post("/api/v1/payment/retry", json={"order_id": order["order_id"]})
+    assert r.status_code == 200, r.text
+    again = r.json()
+    assert again["order_id"] == order["order_id"] and again["status"] == "pending"
+    assert again["payment_url"] != order["payment_url"]  # B's second order
+    assert again["expires_at"] >= order["expires_at"]
+    assert at_b(live, reference(order["order_id"], 2))["code"] == 1
+    wait_paid_at_b(live, reference(order["order_id"], 2))
+    assert query(live, order["order_id"], verify="true")["status"] == "completed"
+    r = live.merchant.live.post("/api/v1/payment/retry", json={"order_id": order["order_id"]})
+    assert_error(r, 409, "invalid_order_state")
+
+
+def test_an_expired_order_can_be_retried_and_then_paid(live: Pair) -> None:
+    block_notifications(live)
+    order = live_order(live)
+    _expire_now(live, order["order_id"])
+    assert query(live, order["order_id"])["status"] == "expired"
+    r = live.merchant.live.post("/api/v1/payment/retry", json={"order_id": order["order_id"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "pending"
+    wait_paid_at_b(live, reference(order["order_id"], 2))
+    assert query(live, order["order_id"], verify="true")["status"] == "completed"
+
+
+def test_a_live_easypay_facade_order_is_collected_through_the_upstream(live: Pair) -> None:
+    """Kassa as an aggregator in live mode: a shop's mapi.php order at A opens B's order, and
+    B's payment completes it at A (and credits the shop's balance there)."""
+    shop_at_a = credential(live.merchant, "live")
+    params = signed({"pid": shop_at_a.pid, "type": "wxpay",
+                     "out_trade_no": f"shop{uuid.uuid4().hex[:12]}",
+                     "notify_url": "https://shop.example.com/notify", "name": "VIP会员",
+                     "money": "30", "clientip": "203.0.113.9"}, shop_at_a.key)
+    created = httpx.post(f"{live.a.base_url}/mapi.php", data=params).json()
+    assert created["code"] == 1, created
+    assert created["payurl"].startswith(live.b.base_url + "/checkout/")
+    ref = reference(created["trade_no"])
+    assert at_b(live, ref)["money"] == "30.00"
+    wait_status(live, created["trade_no"], "completed")
+    query_params = {"act": "order", "pid": shop_at_a.pid, "key": shop_at_a.key,
+                    "out_trade_no": params["out_trade_no"]}
+    assert httpx.get(f"{live.a.base_url}/api.php", params=query_params).json()["status"] == 1
+    live.proxy.down = True
+    again = signed({**{k: v for k, v in params.items() if k not in ("sign", "sign_type")},
+                    "out_trade_no": f"shop{uuid.uuid4().hex[:12]}"}, shop_at_a.key)
+    refused = httpx.post(f"{live.a.base_url}/mapi.php", data=again).json()
+    assert refused["code"] == "error" and "nothing was created" in refused["msg"]
+
+
+# --- faults -----------------------------------------------------------------------------------
+
+def test_upstream_down_during_create_is_a_clear_error_and_creates_nothing(live: Pair) -> None:
+    live.proxy.down = True
+    task_id = str(uuid.uuid4())
+    before = balances(live)
+    r = dispatch(live, task_id=task_id)
+    error = assert_error(r, 503, "payment_method_unavailable")
+    assert error["retry_allowed"] is True and error["suggested_actions"]
+    assert "nothing was created" in error["message"]
+    assert live.proxy.refused >= 1
+    assert_error(live.merchant.live.get(f"/api/v1/tasks/{task_id}"), 404, "task_not_found")
+    assert balances(live) == before
+    live.proxy.down = False
+    assert dispatch(live, task_id=task_id).status_code == 201  # the same request, now fine
+
+
+def test_upstream_refusing_an_order_is_payment_failed(live: Pair) -> None:
+    # B refuses an order number it already holds with another amount: A asks with the same
+    # reference only for its own orders, so make B hold one first, for 10 yuan.
+    order = live_order(live)
+    _expire_now(live, order["order_id"])
+    params = {"pid": live.epay.pid, "type": "alipay",
+              "out_trade_no": reference(order["order_id"], 2),
+              "notify_url": NOWHERE + "/n", "name": "squatter", "money": "10.00",
+              "clientip": "127.0.0.1"}
+    params["sign"] = md5_sign(params, live.epay.key)
+    params["sign_type"] = "MD5"
+    squatted = httpx.post(f"{live.b.base_url}/mapi.php", data=params).json()
+    assert squatted["code"] == 1, squatted
+    r = live.merchant.live.post("/api/v1/payment/retry", json={"order_id": order["order_id"]})
+    error = assert_error(r, 502, "payment_failed")
+    assert error["retry_allowed"] is False
+    assert query(live, order["order_id"])["status"] == "expired"  # unchanged
+
+
+def test_upstream_down_during_refund_keeps_it_processing_and_retries(live: Pair) -> None:
+    order = live_order(live)
+    wait_status(live, order["order_id"], "completed")
+    live.proxy.down = True
+    live.a.settings.job_max_attempts = 1  # an outage outlasts any job's attempts
+    r = live.merchant.live.post("/api/v1/payment/refund", json={
+        "order_id": order["order_id"], "amount": 5000, "reason": "task_cancelled",
+        "refund_method": "original"})
+    assert r.status_code == 200, r.text
+    refund_id = r.json()["refund_id"]
+    deadline = time.monotonic() + 10
+    while live.proxy.refused == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live.proxy.refused >= 1
+    time.sleep(0.5)
+    assert query(live, order["order_id"])["status"] == "completed"  # refund in flight
+    live.proxy.down = False
+    deadline = time.monotonic() + 20
+    while query(live, order["order_id"])["status"] != "refunded":
+        assert time.monotonic() < deadline, f"refund {refund_id} was not retried"
+        time.sleep(0.2)
+    assert at_b(live, reference(order["order_id"]))["refund_money"] == "50.00"
+
+
+def test_forged_and_replayed_notifications_never_credit_twice(live: Pair) -> None:
+    block_notifications(live)
+    order = live_order(live)
+    ref = reference(order["order_id"])
+    notify = f"{live.a.base_url}/notify/epay"
+    forged = notify_params(live, ref, "50.00", key="not-the-key-at-all-0123456789abc")
+    r = httpx.get(notify, params=forged)
+    assert r.text == "fail"
+    other_pid = notify_params(live, ref, "50.00", pid="10001")
+    assert httpx.get(notify, params=other_pid).text == "fail"
+    tampered = {**notify_params(live, ref, "50.00"), "money": "0.01"}
+    assert httpx.get(notify, params=tampered).text == "fail"
+    assert query(live, order["order_id"])["status"] == "pending"
+
+    genuine = notify_params(live, ref, "50.00")
+    assert httpx.get(notify, params=genuine).text == "success"
+    assert query(live, order["order_id"])["status"] == "completed"
+    after_first = balances(live)
+    for _ in range(3):  # the upstream may send it again: answered, applied once
+        assert httpx.get(notify, params=genuine).text == "success"
+    assert balances(live) == after_first
+    assert query(live, order["order_id"])["escrow"]["held_cents"] == 5000
+
+
+def test_a_notification_with_the_wrong_amount_credits_nothing_and_is_flagged(live: Pair
+                                                                             ) -> None:
+    block_notifications(live)
+    order = live_order(live)
+    ref = reference(order["order_id"])
+    before = balances(live)
+    r = httpx.get(f"{live.a.base_url}/notify/epay", params=notify_params(live, ref, "0.50"))
+    assert r.text == "success"  # recorded (and flagged): the upstream need not send it again
+    assert query(live, order["order_id"])["status"] == "pending"
+    assert balances(live) == before
+    out = kassa_cli(live, "orders", "reviews")
+    assert out.returncode == 0, out.stderr
+    [line] = [x for x in out.stdout.splitlines() if order["order_id"] in x]
+    assert "amount_mismatch" in line and "reported 50" in line
+    review_id = line.split("\t")[0]
+    out = kassa_cli(live, "orders", "resolve-review", review_id, "--accept")
+    assert out.returncode == 1 and "another amount" in out.stderr
+    out = kassa_cli(live, "orders", "resolve-review", review_id, "--reject", "--note", "fraud")
+    assert out.returncode == 0, out.stderr
+    assert "rejected" in out.stdout
+    assert query(live, order["order_id"])["status"] == "pending"
+
+
+def test_a_payment_for_an_expired_order_goes_to_review(live: Pair) -> None:
+    block_notifications(live)
+    order = live_order(live)
+    ref = reference(order["order_id"])
+    _expire_now(live, order["order_id"])
+    r = httpx.get(f"{live.a.base_url}/notify/epay", params=notify_params(live, ref, "50.00"))
+    assert r.text == "success"
+    assert query(live, order["order_id"])["status"] == "expired"  # not silently completed
+    out = kassa_cli(live, "orders", "reviews")
+    [line] = [x for x in out.stdout.splitlines() if order["order_id"] in x]
+    assert "late_payment" in line and "via notification" in line
+    out = kassa_cli(live, "orders", "resolve-review", line.split("\t")[0], "--accept")
+    assert out.returncode == 0, out.stderr
+    done = query(live, order["order_id"])
+    assert done["status"] == "completed" and done["escrow"]["held_cents"] == 5000
+    out = kassa_cli(live, "orders", "reviews")
+    assert order["order_id"] not in out.stdout
+
+
+def test_crypto_notifications_are_checked_on_the_raw_body(live: Pair) -> None:
+    block_notifications(live)
+    order = live_order(live, "usdt", 7100)
+
+    body = json.dumps({"id": "ord_b", "order_no": reference(order["order_id"]),
+                       "currency": "CNY", "amount": "71.00", "state": 2}).encode()
+    ts, nonce = str(unix_now()), new_nonce()
+    headers = {"Content-Type": "application/json", "X-Timestamp": ts, "X-Nonce": nonce,
+               "X-Signature": signature(live.crypto_secret, ts, nonce, body)}
+    url = f"{live.a.base_url}/notify/cryptogw"
+    tampered = body.replace(b"71.00", b"710.0")
+    assert httpx.post(url, content=tampered, headers=headers).status_code == 400
+    old = str(unix_now(-3600))
+    stale = {**headers, "X-Timestamp": old,
+             "X-Signature": signature(live.crypto_secret, old, nonce, body)}
+    assert httpx.post(url, content=body, headers=stale).status_code == 400
+    assert query(live, order["order_id"])["status"] == "pending"
+    r = httpx.post(url, content=body, headers=headers)
+    assert r.status_code == 200 and r.text == "success"
+    assert query(live, order["order_id"])["status"] == "completed"
+
+
+# --- bank transfer and the operator's commands ----------------------------------------------
+
+def test_live_bank_transfer_waits_for_the_operator(live: Pair) -> None:
+    r = dispatch(live, "bank_transfer", 99_999)
+    assert_error(r, 400, "limit_exceeded")
+    order = live_order_processing(live)
+    time.sleep(0.3)
+    assert query(live, order["order_id"])["status"] == "processing"
+    out = kassa_cli(live, "orders", "confirm-transfer", order["order_id"], "--amount", "1")
+    assert out.returncode == 1 and "not the order's amount" in out.stderr
+    out = kassa_cli(live, "orders", "confirm-transfer", order["order_id"])
+    assert out.returncode == 0, out.stderr
+    done = query(live, order["order_id"])
+    assert done["status"] == "completed" and done["escrow"]["held_cents"] == 100_000
+    out = kassa_cli(live, "orders", "confirm-transfer", order["order_id"])
+    assert out.returncode == 1 and "not processing" in out.stderr
+    verified = live.a.merchant(tier="verified", name="not enterprise")
+    r = verified.live.post("/api/v1/tasks", json={
+        "title": "t", "amount": 100_000, "currency": "CNY", "payment_method": "bank_transfer",
+        "return_url": RETURN_URL})
+    assert_error(r, 400, "payment_method_unavailable")
+
+
+def live_order_processing(p: Pair) -> dict[str, Any]:
+    r = dispatch(p, "bank_transfer", 100_000)
+    assert r.status_code == 201, r.text
+    order: dict[str, Any] = r.json()["payment"]
+    assert order["status"] == "processing"
+    return order
+
+
+def test_channels_check_says_what_works(live: Pair) -> None:
+    out = kassa_cli(live, "channels", "check")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("ok ") == 2, out.stdout
+    env = subprocess_env(live.a.settings)
+    env.update({"KASSA_EPAY_UPSTREAM_URL": live.proxy.url,
+                "KASSA_EPAY_UPSTREAM_PID": live.epay.pid,
+                "KASSA_EPAY_UPSTREAM_KEY": "wrong-key-0123456789abcdef012345",
+                "KASSA_CRYPTOGW_UPSTREAM_URL": NOWHERE,
+                "KASSA_CRYPTOGW_UPSTREAM_API_KEY": live.crypto_key,
+                "KASSA_CRYPTOGW_UPSTREAM_SECRET": live.crypto_secret})
+    out = subprocess.run([*KASSA, "channels", "check"], check=False, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1
+    assert "FAIL  epay" in out.stdout and "credentials rejected" in out.stdout
+    assert "FAIL  cryptogw" in out.stdout and "unreachable" in out.stdout
+    assert "wrong-key" not in out.stdout + out.stderr
+
+
+def test_live_orders_need_a_configured_upstream(live: Pair) -> None:
+    r = dispatch(live, "card")
+    error = assert_error(r, 400, "payment_method_unavailable")
+    assert error["suggested_actions"]
+
+
+def _expire_now(p: Pair, order_id: str) -> None:
+    """Time passes for one order: its expiry is moved into the past, the sweeper's work
+    done at once."""
+    def unit(conn: Any) -> str:
+        now = p.a.ctx.clock.now()
+        conn.execute(update(orders).where(orders.c.order_id == order_id).values(
+            expires_at=now - timedelta(seconds=1)))
+        return payments.expire_order(conn, p.a.ctx, order_id=order_id, now=now)
+    assert p.a.db.write_sync(unit) == "expired"
