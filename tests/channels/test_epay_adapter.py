@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 from urllib.parse import quote, quote_plus, urlencode, urlsplit
@@ -26,6 +27,7 @@ from kassa.channels.base import (
     UpstreamStatus,
 )
 from kassa.channels.epay import EpayUpstream
+from kassa.cli import _setup_logging
 from tests.channels.recorded import (
     FakeUpstream,
     Reply,
@@ -554,3 +556,22 @@ def test_notification_reply_is_the_seeds_success() -> None:
     upstream = epay(FakeUpstream())
     assert upstream.notification_reply(True) == (200, b"success")
     assert upstream.notification_reply(False)[1] != b"success"
+
+
+def test_kassa_logs_no_upstream_url_even_at_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    """The order query carries the KEY in its URL (seed 003), and httpx logs URLs at INFO:
+    `kassa serve` and `kassa worker` log through cli._setup_logging, which keeps them out."""
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    root.handlers.clear()
+    try:
+        _setup_logging("DEBUG")
+        fake = FakeUpstream(recorded_reply("epay_order_paid.json"))
+        run(epay(fake).query(REFERENCE))
+        assert KEY in str(fake.only_request.url)  # it was on the wire...
+    finally:
+        root.handlers[:] = before[0]
+        root.setLevel(before[1])
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    assert_no_secret(capsys.readouterr().err, KEY)  # ...and in no log line

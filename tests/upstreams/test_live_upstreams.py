@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from kassa.db.tables import orders
+from kassa.db.tables import jobs, orders
 from kassa.payments import service as payments
 from tests.facades.cryptogw_shop import new_nonce, signature, unix_now
 from tests.facades.epay_shop import credential, md5_sign, signed
@@ -236,12 +236,12 @@ def test_a_live_easypay_facade_order_is_collected_through_the_upstream(live: Pai
 def test_upstream_down_during_create_is_a_clear_error_and_creates_nothing(live: Pair) -> None:
     live.proxy.down = True
     task_id = str(uuid.uuid4())
-    before = balances(live)
+    before, refused = balances(live), live.proxy.refused
     r = dispatch(live, task_id=task_id)
     error = assert_error(r, 503, "payment_method_unavailable")
     assert error["retry_allowed"] is True and error["suggested_actions"]
     assert "nothing was created" in error["message"]
-    assert live.proxy.refused >= 1
+    assert live.proxy.refused > refused  # it was asked
     assert_error(live.merchant.live.get(f"/api/v1/tasks/{task_id}"), 404, "task_not_found")
     assert balances(live) == before
     live.proxy.down = False
@@ -272,15 +272,16 @@ def test_upstream_down_during_refund_keeps_it_processing_and_retries(live: Pair)
     wait_status(live, order["order_id"], "completed")
     live.proxy.down = True
     live.a.settings.job_max_attempts = 1  # an outage outlasts any job's attempts
+    refused = live.proxy.refused
     r = live.merchant.live.post("/api/v1/payment/refund", json={
         "order_id": order["order_id"], "amount": 5000, "reason": "task_cancelled",
         "refund_method": "original"})
     assert r.status_code == 200, r.text
     refund_id = r.json()["refund_id"]
     deadline = time.monotonic() + 10
-    while live.proxy.refused == 0 and time.monotonic() < deadline:
+    while live.proxy.refused == refused and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert live.proxy.refused >= 1
+    assert live.proxy.refused > refused
     time.sleep(0.5)
     assert query(live, order["order_id"])["status"] == "completed"  # refund in flight
     live.proxy.down = False
@@ -444,3 +445,163 @@ def _expire_now(p: Pair, order_id: str) -> None:
             expires_at=now - timedelta(seconds=1)))
         return payments.expire_order(conn, p.a.ctx, order_id=order_id, now=now)
     assert p.a.db.write_sync(unit) == "expired"
+
+
+def reviews_of(p: Pair, order_id: str, *flags: str) -> list[str]:
+    """The operator's `kassa orders reviews` lines about one order."""
+    out = kassa_cli(p, "orders", "reviews", *flags)
+    assert out.returncode == 0, out.stderr
+    return [x for x in out.stdout.splitlines() if order_id in x]
+
+
+def wait_review(p: Pair, order_id: str, reason: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [x for x in reviews_of(p, order_id) if reason in x]
+        if found:
+            return found[0]
+        time.sleep(0.3)
+    raise AssertionError(f"no {reason} review for {order_id}")
+
+
+def refund_at_b(p: Pair, out_trade_no: str, money: str) -> dict[str, Any]:
+    """The shop refunds at B itself (B's api.php, the plain KEY), behind A's back."""
+    r = httpx.post(f"{p.b.base_url}/api.php", params={"act": "refund"}, data={
+        "pid": p.epay.pid, "key": p.epay.key, "out_trade_no": out_trade_no, "money": money})
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def refund_status(p: Pair, refund_id: str) -> str:
+    got = p.merchant.live.get("/api/v1/payment/transactions",
+                              params={"type": "refund", "limit": 100}).json()
+    [mine] = [t for t in got["data"] if t.get("refund_id") == refund_id]
+    return str(mine["status"])
+
+
+def test_a_second_payment_through_an_older_link_is_flagged_not_swallowed(live: Pair) -> None:
+    block_notifications(live)
+    order = live_order(live)
+    r = live.merchant.live.post("/api/v1/payment/retry", json={"order_id": order["order_id"]})
+    assert r.status_code == 200, r.text
+    for attempt in (1, 2):  # the payer paid through both links
+        wait_paid_at_b(live, reference(order["order_id"], attempt))
+    before = balances(live)
+    assert query(live, order["order_id"], verify="true")["status"] == "completed"
+    after = balances(live)
+    assert after["escrow_cents"] - before["escrow_cents"] == 5000  # credited once
+    line = wait_review(live, order["order_id"], "duplicate_payment")
+    assert "reported 5000" in line and "via verify" in line
+    out = kassa_cli(live, "orders", "resolve-review", line.split("\t")[0], "--accept")
+    assert out.returncode == 1 and "paid already" in out.stderr
+    out = kassa_cli(live, "orders", "resolve-review", line.split("\t")[0], "--reject")
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_refund_the_upstream_refuses_fails_and_the_money_returns_to_escrow(live: Pair
+                                                                            ) -> None:
+    order = live_order(live)
+    wait_status(live, order["order_id"], "completed")
+    assert refund_at_b(live, reference(order["order_id"]), "50.00")["code"] == 1
+    r = live.merchant.live.post("/api/v1/payment/refund", json={
+        "order_id": order["order_id"], "amount": 2000, "reason": "quality_issue",
+        "refund_method": "original"})
+    assert r.status_code == 200, r.text
+    refund_id = r.json()["refund_id"]
+    deadline = time.monotonic() + 15
+    while refund_status(live, refund_id) != "failed":
+        assert time.monotonic() < deadline, "the refused refund never failed"
+        time.sleep(0.1)
+    assert query(live, order["order_id"])["escrow"]["held_cents"] == 5000
+
+
+def test_a_refund_refused_after_an_unclear_attempt_waits_for_the_operator(live: Pair
+                                                                         ) -> None:
+    order = live_order(live)
+    wait_status(live, order["order_id"], "completed")
+    live.proxy.down = True  # the first attempt gets no answer from B...
+    refused = live.proxy.refused
+    r = live.merchant.live.post("/api/v1/payment/refund", json={
+        "order_id": order["order_id"], "amount": 5000, "reason": "task_cancelled",
+        "refund_method": "original"})
+    assert r.status_code == 200, r.text
+    refund_id = r.json()["refund_id"]
+    deadline = time.monotonic() + 10
+    while live.proxy.refused == refused:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # ... and meanwhile B refunded it (as if that attempt had got through), so the next
+    # attempt is refused: "refunded already", which is no failure of the refund.
+    assert refund_at_b(live, reference(order["order_id"]), "50.00")["code"] == 1
+    live.proxy.down = False
+    line = wait_review(live, order["order_id"], "refund_unconfirmed")
+    assert refund_id in line
+    assert refund_status(live, refund_id) == "pending"  # (the history's word for in flight)
+    assert query(live, order["order_id"])["escrow"]["held_cents"] == 0  # still in flight
+    out = kassa_cli(live, "orders", "resolve-review", line.split("\t")[0], "--accept",
+                    "--note", "B shows it refunded")
+    assert out.returncode == 0, out.stderr
+    assert refund_status(live, refund_id) == "completed"
+    assert query(live, order["order_id"])["status"] == "refunded"
+
+
+def test_a_payment_made_just_before_expiry_is_found_by_the_last_poll(live: Pair) -> None:
+    block_notifications(live)
+    order = live_order(live)
+    wait_paid_at_b(live, reference(order["order_id"]))
+    _expire_now(live, order["order_id"])  # the notification was lost, the order expired
+
+    def poll_now(conn: Any) -> None:  # the poll that follows the expiry
+        conn.execute(update(jobs).where(jobs.c.kind == payments.JOB_POLL_UPSTREAM,
+                                        jobs.c.ref == order["order_id"]).values(
+            run_at=live.a.ctx.clock.now()))
+    live.a.db.write_sync(poll_now)
+    line = wait_review(live, order["order_id"], "late_payment")
+    assert "via poll" in line
+    assert query(live, order["order_id"])["status"] == "expired"
+
+
+def test_a_late_payment_is_not_accepted_for_a_task_that_moved_on(live: Pair) -> None:
+    block_notifications(live)
+    order = live_order(live)
+    _expire_now(live, order["order_id"])
+    r = live.merchant.live.post("/api/v1/payment/create", json={
+        "task_id": order["task_id"], "amount": 5000, "currency": "CNY",
+        "payment_method": "wechat", "return_url": RETURN_URL})
+    assert r.status_code == 201, r.text  # the task is paid by a new order
+    r = httpx.get(f"{live.a.base_url}/notify/epay",
+                  params=notify_params(live, reference(order["order_id"]), "50.00"))
+    assert r.text == "success"
+    line = wait_review(live, order["order_id"], "late_payment")
+    out = kassa_cli(live, "orders", "resolve-review", line.split("\t")[0], "--accept")
+    assert out.returncode == 1 and "moved on" in out.stderr
+    assert query(live, order["order_id"])["status"] == "expired"
+
+
+def test_a_bank_transfer_that_never_arrives_can_be_failed(live: Pair) -> None:
+    order = live_order_processing(live)
+    out = kassa_cli(live, "orders", "fail-transfer", order["order_id"], "--note", "no money")
+    assert out.returncode == 0, out.stderr
+    failed = query(live, order["order_id"])
+    assert failed["status"] == "failed"
+    out = kassa_cli(live, "orders", "fail-transfer", order["order_id"])
+    assert out.returncode == 1 and "not processing" in out.stderr
+
+
+def test_seed_004_payments_verify_and_retry_a_live_order(live: Pair) -> None:
+    block_notifications(live)
+    order = live_order(live)
+    r = live.merchant.live.post("/api/v1/payments", json={
+        "orderId": order["order_id"], "subject": "Storefront photo"})
+    assert r.status_code == 201, r.text
+    payment = r.json()["data"]
+    assert payment["status"] == "PENDING" and payment["orderString"] == order["payment_url"]
+    assert payment["vendorTradeId"]  # B's trade number for the order
+    retried = live.merchant.live.get(f"/api/v1/payments/retry/{payment['id']}")
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["data"]["orderString"] != order["payment_url"]  # B's second order
+    wait_paid_at_b(live, reference(order["order_id"], 2))
+    verified = live.merchant.live.get(f"/api/v1/payments/verify/{payment['id']}")
+    assert verified.status_code == 200 and verified.json() == {"data": True}
+    got = live.merchant.live.get(f"/api/v1/payments/{payment['id']}").json()["data"]
+    assert got["status"] == "CONFIRMED" and got["confirmed"] is True

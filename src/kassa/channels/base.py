@@ -222,33 +222,6 @@ class Upstream(Protocol):
         ...
 
 
-@dataclass
-class UpstreamSlot:
-    """An upstream order opened for one request before its transaction. The request's unit
-    of work runs once without it and raises UpstreamCallNeeded; the edge calls the upstream
-    (no transaction open), fills the slot, and runs the unit again, which now writes the
-    order with the upstream's answer, or nothing at all if the upstream failed."""
-
-    order_id: str | None = None
-    order: UpstreamOrder | None = None
-    payment: UpstreamPayment | None = None
-
-    def answer_for(self, order: UpstreamOrder) -> UpstreamPayment | None:
-        """The upstream's answer if it was for exactly this order (the rerun may differ
-        when a concurrent request changed things in between: then it asks again)."""
-        return self.payment if self.order == order else None
-
-
-class UpstreamCallNeeded(Exception):
-    """Raised inside a unit of work: call `upstream` with `order`, fill `slot`, rerun."""
-
-    def __init__(self, upstream: Upstream, order: UpstreamOrder, slot: UpstreamSlot) -> None:
-        super().__init__(f"{upstream.name}: {order.reference}")
-        self.upstream = upstream
-        self.order = order
-        self.slot = slot
-
-
 def is_upstream(channel: object) -> TypeIs[Upstream]:
     """A live channel reached over the network (called outside transactions)."""
     return getattr(channel, "remote", False) is True

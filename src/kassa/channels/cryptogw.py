@@ -35,16 +35,19 @@ from kassa.channels.base import (
     UpstreamStatus,
     VerifiedNotification,
 )
-from kassa.channels.remote import exchange_json, text_field
+from kassa.channels.remote import checked_amount, exchange_json, text_field
 from kassa.core.money import Money, MoneyError, parse_decimal_amount
 from kassa.core.signing import cryptogw_signature, cryptogw_signature_matches
 
 NAME = "cryptogw"
 OK = 10000
 NO_SUCH_ORDER = 10004
-# Codes that say Kassa itself could not be let in (key, signature, clock, quota): the
-# order was not looked at, so it is no refusal of the order. Worth trying again later.
-NOT_LET_IN = {10001, 10002, 10007, 10008}
+# Codes that say Kassa itself was not let in (key, signature, clock): the order was not
+# looked at, so it is no refusal of the order.
+NOT_LET_IN = {10001, 10002}
+# Codes that say "not now" (no channel for the moment, too large, too many requests):
+# worth trying again later, like an HTTP 5xx.
+NOT_NOW = {10006, 10007, 10008}
 STATES = {1: UpstreamState.PENDING, 2: UpstreamState.PAID, 3: UpstreamState.CLOSED,
           4: UpstreamState.CLOSED, 5: UpstreamState.REFUNDED}
 PRODUCT_NAME_MAX = 32
@@ -92,6 +95,9 @@ class CryptoGatewayUpstream:
         message = str(reply.get("message") or "")[:200]
         if code in NOT_LET_IN:
             raise NotLetIn(f"the crypto gateway did not let Kassa in ({code}: {message})")
+        if code in NOT_NOW or status >= 500:
+            raise UpstreamError(f"the crypto gateway can't now (HTTP {status}, {code}: "
+                                f"{message})")
         data = reply.get("data")
         if code == OK and not isinstance(data, dict):
             raise UpstreamError("the crypto gateway answered 10000 without a data object")
@@ -175,7 +181,8 @@ class CryptoGatewayUpstream:
             raise UpstreamError(f"crypto-gateway state {raw_state!r} is unknown")
         currency = text_field(data, "currency").strip().upper()
         try:
-            amount = parse_decimal_amount(text_field(data, "amount"), currency).minor
+            amount = checked_amount(
+                parse_decimal_amount(text_field(data, "amount"), currency).minor, NAME)
         except MoneyError as exc:
             raise UpstreamError(f"crypto-gateway amount is not one: {exc}") from exc
         return UpstreamStatus(reference=reference, state=state,

@@ -33,7 +33,7 @@ from kassa.channels.base import (
     UpstreamStatus,
     VerifiedNotification,
 )
-from kassa.channels.remote import exchange_json, text_field
+from kassa.channels.remote import checked_amount, exchange_json, text_field
 from kassa.core.money import Money, MoneyError, parse_decimal_amount
 from kassa.core.signing import epay_sign, epay_sign_matches
 
@@ -231,7 +231,7 @@ class EpayUpstream:
     @staticmethod
     def _amount(text: str) -> int:
         try:
-            return parse_decimal_amount(text, "CNY").minor
+            return checked_amount(parse_decimal_amount(text, "CNY").minor, NAME)
         except MoneyError as exc:
             raise UpstreamError(f"EasyPay money {text[:20]!r} is not an amount in yuan"
                                 ) from exc

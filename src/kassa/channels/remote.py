@@ -32,6 +32,17 @@ async def exchange_json(client: httpx.AsyncClient, name: str, request: httpx.Req
                             ) from exc
 
 
+# No upstream collects more than this in one order (10 trillion yuan): a larger amount is
+# nonsense, and would not fit the database's BIGINT either.
+MAX_MINOR_UNITS = 10**15
+
+
+def checked_amount(minor: int, name: str) -> int:
+    if minor > MAX_MINOR_UNITS:
+        raise UpstreamError(f"{name}'s amount is out of any range")
+    return minor
+
+
 def text_field(body: dict[str, Any], name: str) -> str:
     """A field an upstream sends as text or as a number ("1.00", 1, 20220726190052)."""
     value = body.get(name)

@@ -38,7 +38,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kassa.accounts.schemas import Protocol
-from kassa.channels.base import UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.core.money import (
     CURRENCY_EXPONENT,
@@ -61,6 +60,7 @@ from kassa.facades import service as facades
 from kassa.facades.edge import FacadeEdge
 from kassa.http.api import read_body
 from kassa.payments.schemas import render_order
+from kassa.upstreams.calls import UpstreamSlot
 
 PROTOCOL = Protocol.CRYPTOGW
 PAYMENT_METHOD = "usdt"

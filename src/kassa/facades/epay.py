@@ -24,7 +24,6 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from kassa.accounts.schemas import Protocol
-from kassa.channels.base import UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.core.clock import SHANGHAI
 from kassa.core.money import Money, MoneyError, parse_decimal_amount
@@ -34,6 +33,7 @@ from kassa.errors import KassaError, PayloadTooLarge, RateLimited, UpstreamFailu
 from kassa.facades import service as facades
 from kassa.facades.edge import BadParameters, FacadeEdge, request_params
 from kassa.payments.schemas import render_order
+from kassa.upstreams.calls import UpstreamSlot
 
 PROTOCOL = Protocol.EPAY
 # EasyPay's payment types and Kassa's payment methods.

@@ -16,7 +16,6 @@ from sqlalchemy import Connection
 
 from kassa.accounts import service as accounts
 from kassa.accounts.schemas import Principal
-from kassa.channels.base import UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.core.signing import hashes_match
 from kassa.core.urls import UrlError, check_url
@@ -25,6 +24,7 @@ from kassa.facades import repository
 from kassa.payments import service as payments
 from kassa.refunds import repository as refund_repository
 from kassa.refunds import service as refunds
+from kassa.upstreams.calls import UpstreamSlot
 
 AnyRow = dict[str, Any]
 

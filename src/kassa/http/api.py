@@ -24,7 +24,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kassa.accounts.schemas import Principal
-from kassa.channels.base import UpstreamCallNeeded, UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.db.database import Database
 from kassa.errors import (
@@ -32,12 +31,18 @@ from kassa.errors import (
     PayloadTooLarge,
     RateLimited,
     RequestInProgress,
+    UpstreamUnavailable,
     ValidationError,
 )
 from kassa.http.auth import Authenticator
 from kassa.http.ratelimit import RateLimiter
 from kassa.idempotency import service as idempotency
-from kassa.upstreams.calls import MAX_UPSTREAM_CALLS, fill_slot
+from kassa.upstreams.calls import (
+    MAX_UPSTREAM_CALLS,
+    UpstreamCallNeeded,
+    UpstreamSlot,
+    fill_slot,
+)
 
 log = logging.getLogger("kassa.http")
 T = TypeVar("T")
@@ -219,8 +224,11 @@ async def write_unit(db: Database, unit: Callable[[Connection], T],
             result = await db.write(unit)
         except UpstreamCallNeeded as need:
             upstream_calls += 1
-            if upstream_calls > MAX_UPSTREAM_CALLS:
-                raise
+            if upstream_calls > MAX_UPSTREAM_CALLS:  # the order kept changing under us
+                raise UpstreamUnavailable(
+                    "The order changed while its payment channel was asked; nothing was "
+                    "changed by this request", payment_method=need.order.payment_method,
+                    retry_allowed=True, suggested_actions=["Retry the request"]) from need
             await fill_slot(need)
             continue
         except DBAPIError as exc:

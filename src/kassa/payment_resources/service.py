@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy import Connection
 
 from kassa.accounts.schemas import Principal
-from kassa.channels.base import UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.db.database import Database
 from kassa.errors import PaymentNotFound
@@ -25,6 +24,7 @@ from kassa.payment_resources.schemas import (
     render_payment,
 )
 from kassa.payments import service as payments
+from kassa.upstreams.calls import UpstreamSlot
 from kassa.upstreams.verify import verify_now
 
 

@@ -24,10 +24,8 @@ from kassa.channels.base import (
     PaymentIntent,
     SettleOutcome,
     Upstream,
-    UpstreamCallNeeded,
     UpstreamOrder,
     UpstreamPayment,
-    UpstreamSlot,
     is_upstream,
 )
 from kassa.context import ServiceContext
@@ -66,9 +64,11 @@ from kassa.payments.schemas import (
 )
 from kassa.tasks import repository as tasks
 from kassa.upstreams import repository as upstreams
+from kassa.upstreams.calls import UpstreamCallNeeded, UpstreamSlot
 from kassa.worker import queue
 
 DEFAULT_EXPIRY_SECONDS = 900
+MIN_EXPIRY_SECONDS, MAX_EXPIRY_SECONDS = 300, 86_400  # expires_in_seconds' bounds (SPEC §5)
 BANK_TRANSFER_MIN_CENTS = 100_000
 
 JOB_SETTLE_SANDBOX = "order.settle_sandbox"
@@ -393,9 +393,12 @@ def retry_order(conn: Connection, ctx: ServiceContext, *, principal: Principal, 
         if current != order_id and repository.live_order_status(
                 conn, current) in LIVE_ORDER_STATUSES:
             raise DuplicateOrder("Another payment order exists for the task", order_id=current)
+    # The order's own lifetime again (its created_at stays: a retried order's grows, so
+    # within the bounds expires_in_seconds has, 300 s to a day).
     lifetime = order["expires_at"] - order["created_at"]
-    if lifetime.total_seconds() < 300:
-        lifetime = timedelta(seconds=DEFAULT_EXPIRY_SECONDS)
+    if not MIN_EXPIRY_SECONDS <= lifetime.total_seconds() <= MAX_EXPIRY_SECONDS:
+        lifetime = timedelta(seconds=min(max(lifetime.total_seconds(), MIN_EXPIRY_SECONDS),
+                                         MAX_EXPIRY_SECONDS))
     values: dict[str, Any] = {"expires_at": now + lifetime}
     channel = ctx.channels.for_method(mode=order["mode"], payment_method=order["payment_method"])
     jobs = [(JOB_EXPIRE, order_id, now + lifetime)]
@@ -414,8 +417,9 @@ def retry_order(conn: Connection, ctx: ServiceContext, *, principal: Principal, 
         _record_attempt(conn, order, upstream_order, payment, now=now)
         values.update(pay_url=payment.pay_url, qr_code=payment.qr_code,
                       upstream_ref=upstream_order.reference)
-        jobs.append((JOB_POLL_UPSTREAM, order_id,
-                     now + timedelta(seconds=ctx.settings.upstream_poll_min_seconds)))
+        if order["status"] == OrderStatus.EXPIRED:  # (a pending one is being polled already)
+            jobs.append((JOB_POLL_UPSTREAM, order_id,
+                         now + timedelta(seconds=ctx.settings.upstream_poll_min_seconds)))
     elif channel is None and order["payment_method"] != BALANCE:
         raise _unavailable(order["payment_method"],
                            f"Payment method {order['payment_method']} is not available now")

@@ -10,7 +10,6 @@ import orjson
 from sqlalchemy import Connection
 
 from kassa.accounts.schemas import Principal
-from kassa.channels.base import UpstreamSlot
 from kassa.context import ServiceContext
 from kassa.core import ids
 from kassa.core.states import OrderStatus, TaskStatus
@@ -23,6 +22,7 @@ from kassa.refunds import service as refunds
 from kassa.refunds.schemas import TaskCloseRequest, render_refund
 from kassa.tasks import repository
 from kassa.tasks.schemas import CreateTaskRequest, render_task
+from kassa.upstreams.calls import UpstreamSlot
 
 
 def create_task(conn: Connection, ctx: ServiceContext, *, principal: Principal,

@@ -15,7 +15,8 @@ def insert_attempt(conn: Connection, *, reference: str, order_id: str, channel: 
                    trade_no: str | None, pay_url: str, qr_code: str | None,
                    now: datetime) -> None:
     conn.execute(insert(upstream_attempts).values(
-        reference=reference, order_id=order_id, channel=channel, trade_no=trade_no,
+        reference=reference, order_id=order_id, channel=channel,
+        trade_no=None if trade_no is None else trade_no[:64],
         pay_url=pay_url, qr_code=qr_code, created_at=now))
 
 
@@ -44,7 +45,7 @@ def record_notification(conn: Connection, *, dedupe_key: str, channel: str, refe
     """Record a verified notification once: False if this very notification came before."""
     mod: Any = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = mod.insert(upstream_notifications).values(
-        dedupe_key=dedupe_key, channel=channel, reference=reference, state=state,
+        dedupe_key=dedupe_key, channel=channel, reference=reference[:64], state=state,
         amount=amount, outcome="received", received_at=now,
     ).on_conflict_do_nothing(index_elements=[upstream_notifications.c.dedupe_key]
                              ).returning(upstream_notifications.c.dedupe_key)
@@ -73,6 +74,13 @@ def open_review(conn: Connection, values: dict[str, Any]) -> bool:
         index_elements=[payment_reviews.c.order_id, payment_reviews.c.reference,
                         payment_reviews.c.reason]).returning(payment_reviews.c.review_id)
     return conn.execute(stmt).first() is not None
+
+
+def set_review_note(conn: Connection, *, order_id: str, reference: str, reason: str,
+                    note: str) -> None:
+    conn.execute(update(payment_reviews).where(
+        payment_reviews.c.order_id == order_id, payment_reviews.c.reference == reference,
+        payment_reviews.c.reason == reason).values(note=note))
 
 
 def get_review(conn: Connection, review_id: str, *, for_update: bool = False

@@ -6,12 +6,13 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from kassa.accounts.schemas import Principal
-from kassa.channels.base import UpstreamError, UpstreamState, UpstreamStatus
+from kassa.channels.base import UpstreamError, UpstreamState
 from kassa.context import ServiceContext
 from kassa.db.database import Database
 from kassa.errors import OrderNotFound, UpstreamUnavailable
 from kassa.payments import repository as orders
 from kassa.upstreams import service
+from kassa.upstreams.calls import ask_upstream
 
 
 async def verify_now(db: Database, ctx: ServiceContext, *, principal: Principal,
@@ -23,7 +24,8 @@ async def verify_now(db: Database, ctx: ServiceContext, *, principal: Principal,
                                  order_id=order_id)
         if order is None:
             raise OrderNotFound(f"Order {order_id} doesn't exist", order_id=order_id)
-        return service.references_to_ask(conn, order_id)[1]
+        # (an expired order too: a payment the upstream took late goes to review)
+        return service.references_to_ask(conn, order_id, expired_since=service.ANY_TIME)[1]
 
     references = await db.read(load)
     if not references:
@@ -34,7 +36,7 @@ async def verify_now(db: Database, ctx: ServiceContext, *, principal: Principal,
     if upstream is None:
         return False
     try:
-        answers: list[UpstreamStatus] = [await upstream.query(ref) for ref in references]
+        answers = await ask_upstream(upstream, references)
     except UpstreamError as exc:
         raise UpstreamUnavailable(
             f"The {order['payment_method']} channel can't be asked right now: {exc}",

@@ -124,7 +124,7 @@ class Worker:
             return outcome
 
         try:
-            outcome = await ASYNC_HANDLERS[job.kind](self.db, self.ctx, job.ref, commit)
+            outcome = await ASYNC_HANDLERS[job.kind](self.db, self.ctx, job, commit)
             log.debug("job %s %s %s -> %s", job.job_id, job.kind, job.ref, outcome)
         except Exception as exc:
             log.warning("job %s %s %s failed: %s: %s", job.job_id, job.kind, job.ref,

@@ -7,7 +7,8 @@ the runner retries the job with backoff.
   again and again, further apart as the order ages, until it completes or expires.
 - refund.upstream: sends a refund through the upstream; its answer completes the refund,
   or fails it (the money goes back where it came from). Unreachable: it stays
-  processing and is retried.
+  processing and is retried, however long that takes. Refused after an earlier attempt
+  whose answer never came (it may have been done): a refund review for an operator.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import Any, Protocol
 from sqlalchemy import Connection
 
 from kassa.channels.base import (
+    UpstreamError,
     UpstreamRefundRequest,
     UpstreamRefused,
     UpstreamState,
-    UpstreamStatus,
 )
 from kassa.context import ServiceContext
 from kassa.core.states import OrderStatus, RefundStatus
@@ -33,6 +34,7 @@ from kassa.refunds import repository as refunds_repo
 from kassa.refunds import service as refunds
 from kassa.upstreams import repository as upstreams_repo
 from kassa.upstreams import service as upstreams
+from kassa.upstreams.calls import ask_upstream
 from kassa.worker import queue
 
 
@@ -43,7 +45,8 @@ class JobCommit(Protocol):
     async def __call__(self, fn: Callable[[Connection], str]) -> str: ...
 
 
-AsyncHandler = Callable[[Database, ServiceContext, str, JobCommit], Awaitable[str]]
+# (database, context, the job as claimed, commit)
+AsyncHandler = Callable[[Database, ServiceContext, queue.ClaimedJob, JobCommit], Awaitable[str]]
 
 
 def next_poll_delay(ctx: ServiceContext, age_seconds: float) -> float:
@@ -52,15 +55,20 @@ def next_poll_delay(ctx: ServiceContext, age_seconds: float) -> float:
     return max(s.upstream_poll_min_seconds, min(s.upstream_poll_max_seconds, age_seconds / 4))
 
 
-async def poll_upstream(db: Database, ctx: ServiceContext, order_id: str,
+async def poll_upstream(db: Database, ctx: ServiceContext, job: queue.ClaimedJob,
                         commit: JobCommit) -> str:
-    order, references = await db.read(lambda conn: upstreams.references_to_ask(conn, order_id))
+    order_id = job.ref
+    # An order that expired a moment ago is asked once more: a payment made just before the
+    # end is then found (and goes to review) rather than lost with a lost notification.
+    since = ctx.clock.now() - timedelta(seconds=ctx.settings.upstream_poll_max_seconds)
+    order, references = await db.read(lambda conn: upstreams.references_to_ask(
+        conn, order_id, expired_since=since))
     if order is None or not references:
         return await commit(lambda conn: "done" if order is None else f"done:{order['status']}")
     upstream = ctx.channels.upstream(order["channel"])
     if upstream is None:
         return await commit(lambda conn: "unconfigured")
-    answers: list[UpstreamStatus] = [await upstream.query(ref) for ref in references]
+    answers = await ask_upstream(upstream, references)
 
     def apply(conn: Connection) -> str:
         now = ctx.clock.now()
@@ -69,18 +77,23 @@ async def poll_upstream(db: Database, ctx: ServiceContext, order_id: str,
                     for answer in answers if answer.state is UpstreamState.PAID]
         current = orders.get_order_by_id(conn, order_id)
         assert current is not None
-        if current["status"] == OrderStatus.PENDING and current["expires_at"] > now:
+        if current["status"] == OrderStatus.PENDING:
             age = (now - current["created_at"]).total_seconds()
-            queue.enqueue(conn, kind=payments.JOB_POLL_UPSTREAM, ref=order_id,
-                          run_at=now + timedelta(seconds=next_poll_delay(ctx, age)), now=now)
+            # ... and the last time just after it expires, whatever the spacing.
+            run_at = min(now + timedelta(seconds=next_poll_delay(ctx, age)),
+                         max(current["expires_at"], now) + timedelta(seconds=1))
+            queue.enqueue(conn, kind=payments.JOB_POLL_UPSTREAM, ref=order_id, run_at=run_at,
+                          now=now)
             return ",".join(outcomes) or "still_pending"
         return ",".join(outcomes) or f"done:{current['status']}"
 
     return await commit(apply)
 
 
-async def refund_upstream(db: Database, ctx: ServiceContext, refund_id: str,
+async def refund_upstream(db: Database, ctx: ServiceContext, job: queue.ClaimedJob,
                           commit: JobCommit) -> str:
+    refund_id = job.ref
+
     def load(conn: Connection) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         refund = refunds_repo.get_refund(conn, refund_id)
         order = None if refund is None else orders.get_order_by_id(conn, refund["order_id"])
@@ -91,15 +104,24 @@ async def refund_upstream(db: Database, ctx: ServiceContext, refund_id: str,
         return await commit(lambda conn: "skipped")
     upstream = ctx.channels.upstream(order["channel"])
     reference = order["upstream_ref"]
-    if upstream is None or reference is None:
-        raise LookupError(f"refund {refund_id}: upstream {order['channel']} is not configured")
+    if upstream is None or reference is None:  # waited for: the operator may configure it again
+        raise UpstreamError(f"refund {refund_id}: upstream {order['channel']} is not "
+                            "configured")
     attempt = await db.read(lambda conn: upstreams_repo.get_attempt(conn, reference))
     request = UpstreamRefundRequest(
         reference=reference, trade_no=None if attempt is None else attempt["trade_no"],
         refund_id=refund_id, amount=refund["amount"], currency=refund["currency"])
     try:
         result = await upstream.refund(request)
-    except UpstreamRefused:
+    except UpstreamRefused as exc:
+        if job.attempts > 1:
+            # An earlier attempt got no answer and may have been done: a refusal now may
+            # only mean "refunded already". An operator checks (kassa orders reviews).
+            message = str(exc)
+            return await commit(lambda conn: upstreams.review_refund(
+                conn, refund_id=refund_id, channel=upstream.name, message=message,
+                now=ctx.clock.now()))
+
         def failed(conn: Connection) -> str:
             done = refunds.fail_refund(conn, ctx, refund_id=refund_id,
                                        failure_code="refund_refused", now=ctx.clock.now())
