@@ -605,3 +605,27 @@ def test_seed_004_payments_verify_and_retry_a_live_order(live: Pair) -> None:
     assert verified.status_code == 200 and verified.json() == {"data": True}
     got = live.merchant.live.get(f"/api/v1/payments/{payment['id']}").json()["data"]
     assert got["status"] == "CONFIRMED" and got["confirmed"] is True
+
+
+def test_cancelling_a_task_paid_in_usdt_refunds_it_to_the_balance(live: Pair) -> None:
+    """The crypto gateway has no refund API: a cancelled task's escrow still goes back by
+    itself, to the balance, when the merchant names no refund method."""
+    order = live_order(live, "usdt", 7100)
+    wait_status(live, order["order_id"], "completed")
+    before = balances(live)
+    r = live.merchant.live.post(f"/api/v1/tasks/{order['task_id']}/cancel", json={})
+    assert r.status_code == 200, r.text
+    assert r.json()["refund"]["status"] == "completed"
+    after = balances(live)
+    assert after["balance_cents"] - before["balance_cents"] == 7100
+    assert after["escrow_cents"] - before["escrow_cents"] == -7100
+    r = live.merchant.live.post("/api/v1/payment/refund", json={
+        "order_id": live_order_paid(live, "usdt")["order_id"], "amount": 100,
+        "reason": "other", "reason_detail": "asked for", "refund_method": "original"})
+    error = assert_error(r, 400, "payment_method_unavailable")
+    assert error["retry_allowed"] is False  # asked for explicitly: no refund API upstream
+
+
+def live_order_paid(p: Pair, method: str) -> dict[str, Any]:
+    order = live_order(p, method, 7100)
+    return wait_status(p, order["order_id"], "completed")

@@ -48,7 +48,9 @@ class RefundRequest(StrictModel):
 class TaskCloseRequest(StrictModel):
     """POST /api/v1/tasks/{id}/fail and /cancel: how to refund what is still in escrow."""
 
-    refund_method: RefundMethod = "original"
+    refund_method: RefundMethod | None = Field(
+        None, description="Default: original where the payment's channel takes refunds, "
+                          "else balance (live USDT and bank transfers)")
     reason_detail: StrictStr | None = Field(None, min_length=1, max_length=DETAIL_MAX)
     test_outcome: Literal["succeeded", "failed"] | None = Field(
         None, description="Sandbox only: how the channel will answer the refund")

@@ -61,6 +61,14 @@ def request_refund(conn: Connection, ctx: ServiceContext, *, principal: Principa
                         refund_method=request.refund_method, test_outcome=request.test_outcome)
 
 
+def automatic_method(ctx: ServiceContext, order: Mapping[str, Any]) -> str:
+    """How a task's escrow goes back when nobody said: the way it came where that channel
+    takes refunds, else to the account balance (live USDT, live bank transfers)."""
+    channel = ctx.channels.for_method(mode=order["mode"], payment_method=order["payment_method"])
+    refundable = channel is not None and getattr(channel, "supports_refunds", True)
+    return "original" if refundable else "balance"
+
+
 def refund_order(conn: Connection, ctx: ServiceContext, *, order: Mapping[str, Any],
                  amount: int | None, reason: str, reason_detail: str | None,
                  refund_method: str, test_outcome: str | None,

@@ -169,7 +169,8 @@ def end_task(conn: Connection, ctx: ServiceContext, *, principal: Principal, tas
         elif held_cny(order) > 0:
             refund = refunds.refund_order(
                 conn, ctx, order=order, amount=None, reason=reason,
-                reason_detail=request.reason_detail, refund_method=request.refund_method,
+                reason_detail=request.reason_detail,
+                refund_method=request.refund_method or refunds.automatic_method(ctx, order),
                 test_outcome=request.test_outcome)
         order = orders.get_order_by_id(conn, order["order_id"])
         assert order is not None
