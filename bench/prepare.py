@@ -8,6 +8,10 @@
                                                        cents each, waited for until the sandbox
                                                        has completed every one (paid, the whole
                                                        amount in escrow), order ids one a line
+    prepare.py payments --url URL --orders FILE --out FILE
+                                                       a seed-004 Payment (POST /api/v1/payments)
+                                                       for every order id in FILE (as made by
+                                                       `orders`), their integer ids one a line
     prepare.py history --url URL --count N --out FILE  a history of exactly N transactions for
                                                        a merchant that has none yet (60 %
                                                        payments, 10 % deposits, 30 % 1-cent
@@ -86,6 +90,10 @@ def _deposit_body(i: int) -> dict[str, Any]:
 def _refund_body(order_id: str) -> dict[str, Any]:
     return {"order_id": order_id, "amount": 1, "reason": "quality_issue",
             "refund_method": "original"}
+
+
+def _payment_body(order_id: str) -> dict[str, Any]:
+    return {"orderId": order_id, "subject": "bench payment"}
 
 
 async def _post_many(url: str, path: str, bodies: Sequence[dict[str, Any]], *,
@@ -197,6 +205,21 @@ def _paid(args: argparse.Namespace) -> None:
     Path(args.out).write_text("".join(f"{x}\n" for x in ids))
     print(f"prepare: {len(ids)} paid orders of {args.amount} cents, all in escrow, "
           f"in {time.perf_counter() - started:.1f}s -> {args.out}", flush=True)
+
+
+def _payments(args: argparse.Namespace) -> None:
+    """One Payment per order (each order is new to it, so every answer is a 201)."""
+    started = time.perf_counter()
+    order_ids = [line for line in Path(args.orders).read_text().split() if line]
+    if not order_ids:
+        sys.exit(f"no order ids in {args.orders}")
+    ids = asyncio.run(_post_many(
+        args.url, "/api/v1/payments", [_payment_body(o) for o in order_ids], expected=201,
+        pick=lambda d: str(int(d["data"]["id"])), concurrency=args.concurrency))
+    Path(args.out).write_text("".join(f"{x}\n" for x in ids))
+    elapsed = time.perf_counter() - started
+    print(f"prepare: {len(ids)} Payments (seed 004) in {elapsed:.1f}s "
+          f"({len(ids) / elapsed:.0f}/s) -> {args.out}", flush=True)
 
 
 async def _walk(url: str, limit: int) -> tuple[int, list[str]]:
@@ -322,6 +345,11 @@ def main() -> None:
         if name in ("paid", "history"):
             p.add_argument("--timeout", type=float, default=120.0,
                            help="seconds to wait for the sandbox to complete the orders")
+    p = sub.add_parser("payments")
+    p.add_argument("--url", required=True)
+    p.add_argument("--orders", required=True, help="order ids, one a line (prepare.py orders)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--concurrency", type=int, default=32)
     for name in ("epay", "cryptogw"):
         p = sub.add_parser(name)
         p.add_argument("--count", type=int, required=True)
@@ -335,6 +363,8 @@ def main() -> None:
         _paid(args)
     elif args.command == "history":
         _history(args)
+    elif args.command == "payments":
+        _payments(args)
     elif args.command == "epay":
         _epay(args)
     elif args.command == "cryptogw":

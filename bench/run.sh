@@ -8,13 +8,15 @@
 #   BENCH_DURATION=10s              wrk -d
 #   BENCH_CONNECTIONS=64            wrk -c
 #   BENCH_THREADS="1 2"             wrk -t values to try, each scenario is run once per value
-#   BENCH_SCENARIOS="query create_payment create_task refund transactions transactions_cursor"
+#   BENCH_SCENARIOS="query payment_get create_payment create_task refund transactions
+#                    transactions_cursor"
 #                                   (also: epay_mapi, cryptogw_create: the protocol facades'
 #                                   order creation, each request signed beforehand)
 #   BENCH_TASKS=<n>                 unused undispatched tasks to have before each create_payment
 #                                   run (default 5000 x duration in seconds, more than this box
 #                                   can take; the pool is topped up between runs)
-#   BENCH_ORDERS=1000               orders the query scenario cycles over
+#   BENCH_ORDERS=1000               orders the query scenario cycles over (payment_get: one
+#                                   seed-004 Payment for each of them)
 #   BENCH_REFUND_ORDERS=1000        paid orders (of the 5,000,000-cent per-transaction maximum,
 #                                   all in escrow) the refund scenario cycles over, 1 cent per
 #                                   request; a new pool is made before a run that could use up
@@ -61,7 +63,7 @@ KASSA="$ROOT/.venv/bin/kassa"
 DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREAD_VARIANTS=${BENCH_THREADS:-"1 2"}
-SCENARIOS=${BENCH_SCENARIOS:-"query create_payment create_task refund transactions transactions_cursor"}
+SCENARIOS=${BENCH_SCENARIOS:-"query payment_get create_payment create_task refund transactions transactions_cursor"}
 ORDERS=${BENCH_ORDERS:-1000}
 REFUND_ORDERS=${BENCH_REFUND_ORDERS:-1000}
 REFUND_METHOD=${BENCH_REFUND_METHOD:-original}
@@ -246,9 +248,13 @@ ensure_tasks() {  # top the pool up to TASKS_PER_RUN unused tasks
     cat "$WORK/more.txt" >> "$WORK/tasks.txt"
   fi
 }
-if [[ " $SCENARIOS " == *" query "* ]]; then
+if [[ " $SCENARIOS " == *" query "* || " $SCENARIOS " == *" payment_get "* ]]; then
   "$PY" "$BENCH/prepare.py" orders --url "$URL" --count "$ORDERS" --out "$WORK/orders.txt" \
     | tee -a "$OUT"
+fi
+if [[ " $SCENARIOS " == *" payment_get "* ]]; then  # a seed-004 Payment for each of them
+  "$PY" "$BENCH/prepare.py" payments --url "$URL" --orders "$WORK/orders.txt" \
+    --out "$WORK/payments.txt" | tee -a "$OUT"
 fi
 if [[ " $SCENARIOS " == *" create_payment "* ]]; then
   ensure_tasks
@@ -308,6 +314,7 @@ run_wrk() {  # scenario threads
   local scenario=$1 threads=$2 args=() env_args=()
   case "$scenario" in
     query) args=("$WORK/orders.txt") ;;
+    payment_get) args=("$WORK/payments.txt") ;;
     create_payment)
       ensure_tasks
       tail -n +$(( TASK_OFFSET + 1 )) "$WORK/tasks.txt" > "$WORK/chunk.txt"
