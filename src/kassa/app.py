@@ -24,11 +24,13 @@ from kassa.http.api import Api, Dispatcher, FastRoutes, internal_error, json_res
 from kassa.http.auth import Authenticator
 from kassa.http.openapi import docs_routes
 from kassa.http.ratelimit import RateLimiter
+from kassa.invoices.endpoints import api as invoices_api
 from kassa.payment_resources.endpoints import api as payment_resources_api
 from kassa.payments.endpoints import api as payments_api
 from kassa.refunds.endpoints import api as refunds_api
 from kassa.tasks.endpoints import api as tasks_api
 from kassa.upstreams.endpoints import NotifyEndpoints
+from kassa.web.checkout import CheckoutPages
 from kassa.webhooks.endpoints import api as webhooks_api
 from kassa.worker.runner import Worker
 
@@ -36,7 +38,7 @@ from kassa.worker.runner import Worker
 def all_operations() -> Api:
     api = Api()
     for part in (tasks_api, payments_api, refunds_api, balances_api, history_api, webhooks_api,
-                 payment_resources_api):
+                 payment_resources_api, invoices_api):
         api.operations.extend(part.operations)
     return api
 
@@ -67,10 +69,12 @@ def create_app(settings: Settings, *, db: Database | None = None,
     limiter = RateLimiter(settings.rate_limit, settings.redis_url)
     dispatcher = Dispatcher(db, ctx, Authenticator(db, ctx), limiter)
     facade_edge = FacadeEdge(db, ctx, limiter)
+    checkout = CheckoutPages(db, ctx)
     with_worker = settings.run_worker if run_worker is None else run_worker
     worker = Worker(db, ctx) if with_worker else None
     if worker is not None:
         dispatcher.after_write = facade_edge.after_write = worker.deliverer.wake.set
+        checkout.after_write = worker.deliverer.wake.set
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -90,7 +94,9 @@ def create_app(settings: Settings, *, db: Database | None = None,
                      *CryptoEndpoints(facade_edge).routes(),
                      # where live upstreams notify Kassa (verify triad, 1)
                      *NotifyEndpoints(facade_edge).routes()]
+    # The pages (SPEC §10): the hosted checkout, its QR codes and static files.
     routes = [Route("/healthz", _health, methods=["GET"]), *api_routes, *facade_routes,
+              *checkout.routes(),
               *docs_routes(api, ctx.public_url)]
     app = Starlette(
         routes=routes,

@@ -2,7 +2,8 @@
 come from the same declaration.
 
 An endpoint turns a validated call into a *unit of work* (a function of a
-database connection returning a status and a JSON-able body). This module owns
+database connection returning a status and a JSON-able body, or for a read declared with
+another media type, a RawBody: the bytes of an invoice PDF). This module owns
 everything around it: credentials, rate limit, body size, JSON and model
 validation, Idempotency-Key, the transaction, and errors in the seed's format.
 """
@@ -19,6 +20,7 @@ import orjson
 import pydantic
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -49,7 +51,19 @@ T = TypeVar("T")
 
 JSON = "application/json"
 Body = dict[str, Any]
-UnitResult = tuple[int, Body]
+
+
+@dataclass(frozen=True, slots=True)
+class RawBody:
+    """The answer of a read declared with a media type other than JSON (Api.get(media_type=…)):
+    `render` makes its bytes once the read's transaction is over, off the event loop (an
+    invoice PDF takes milliseconds to draw), and they go out with `headers`."""
+
+    render: Callable[[], bytes]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+UnitResult = tuple[int, Body | RawBody]
 
 
 @dataclass(slots=True)
@@ -85,6 +99,10 @@ class Operation:
     errors: tuple[type[KassaError], ...]
     tags: tuple[str, ...]
     need_secret: bool  # X-API-Secret required (every write; reads of secrets)
+    # What a success carries: JSON (a dict), or for a read, another type made by a RawBody;
+    # its headers are named here (with a description) for the OpenAPI document.
+    media_type: str = JSON
+    response_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,13 +113,20 @@ class Api:
              body: type[pydantic.BaseModel] | None, query: type[pydantic.BaseModel] | None,
              response: type[pydantic.BaseModel] | None,
              errors: tuple[type[KassaError], ...], tags: tuple[str, ...],
-             need_secret: bool | None = None) -> Callable[[Handler], Handler]:
+             need_secret: bool | None = None, media_type: str = JSON,
+             response_headers: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+        if media_type != JSON and (write or response is not None):
+            # A write's answer is stored as JSON for Idempotency-Key replays.
+            raise ValueError(f"{method} {path}: only a read without a response model may "
+                             f"answer {media_type}")
+
         def register(handler: Handler) -> Handler:
             self.operations.append(Operation(
                 method=method, path=path, handler=handler, summary=summary,
                 description=(handler.__doc__ or "").strip(), status=status, write=write,
                 body_model=body, query_model=query, response_model=response, errors=errors,
-                tags=tags, need_secret=write if need_secret is None else need_secret))
+                tags=tags, need_secret=write if need_secret is None else need_secret,
+                media_type=media_type, response_headers=dict(response_headers or {})))
             return handler
         return register
 
@@ -117,13 +142,17 @@ class Api:
     def get(self, path: str, *, summary: str, response: type[pydantic.BaseModel] | None,
             query: type[pydantic.BaseModel] | None = None,
             errors: tuple[type[KassaError], ...] = (), tags: tuple[str, ...] = (),
-            need_secret: bool = False, write: bool = False) -> Callable[[Handler], Handler]:
+            need_secret: bool = False, write: bool = False, media_type: str = JSON,
+            response_headers: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
         """A read: the key alone will do (unless need_secret). With `write=True`, a GET that
         changes something (seed 004's retry): a write like a POST (secret required,
-        Idempotency-Key honoured, one transaction), with no body."""
+        Idempotency-Key honoured, one transaction), with no body. With a `media_type` other
+        than JSON (a read only, response=None), the unit answers a RawBody of that type;
+        `response_headers` names the headers it sends, for the OpenAPI document."""
         return self._add("GET", path, summary=summary, status=200, write=write, body=None,
                          query=query, response=response, errors=errors, tags=tags,
-                         need_secret=need_secret or write)
+                         need_secret=need_secret or write, media_type=media_type,
+                         response_headers=response_headers)
 
 
 def json_response(status: int, body: Body | bytes, headers: dict[str, str] | None = None
@@ -289,6 +318,10 @@ class Dispatcher:
         if not op.write:
             work = await _unit_of(op, call)
             status, body = await self.db.read(work)
+            if isinstance(body, RawBody):
+                content = await run_in_threadpool(body.render)
+                return Response(content, status_code=status, media_type=op.media_type,
+                                headers=body.headers)
             return json_response(status, body)
 
         raw = b""  # a write by GET (Api.get(write=True)) has no body

@@ -16,7 +16,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 import kassa
 from kassa.errors import AuthError, KassaError, RateLimited, ValidationError
-from kassa.http.api import Api, json_response
+from kassa.http.api import JSON, Api, json_response
 
 REF = "#/components/schemas/{model}"
 
@@ -108,6 +108,11 @@ def build_openapi(api: Api, public_url: str) -> dict[str, Any]:
         if op.response_model is not None:
             ok["content"] = {"application/json": {
                 "schema": {"$ref": REF.format(model=op.response_model.__name__)}}}
+        elif op.media_type != JSON:  # bytes of another type (an invoice PDF)
+            ok["content"] = {op.media_type: {"schema": {"type": "string", "format": "binary"}}}
+        if op.response_headers:
+            ok["headers"] = {name: {"description": description, "schema": {"type": "string"}}
+                             for name, description in op.response_headers.items()}
         item["responses"][str(op.status)] = ok
         error_types: list[type[KassaError]] = [ValidationError, AuthError, *op.errors,
                                                RateLimited]

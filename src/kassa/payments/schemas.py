@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
+from kassa.accounts.schemas import Protocol
 from kassa.core.clock import iso
 from kassa.core.money import split_fee
 
@@ -175,6 +178,73 @@ def render_order(order: Mapping[Any, Any], public_url: str) -> dict[str, Any]:
         "callback_url": order["callback_url"],
         "metadata": orjson.loads(order["metadata_json"]) if order["metadata_json"] else None,
     }
+
+
+# --- the hosted checkout (SPEC §10): what the payer may see of an order ---------------------
+
+QR_METHODS = frozenset({"alipay", "wechat", "usdt"})  # paid by scanning a code
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutView:
+    """An order as its hosted checkout page shows it to the payer: no merchant secret, no
+    metadata, no callback URL. Anyone with the (unguessable) order id may see this."""
+
+    order_id: str
+    live: bool
+    status: str
+    amount: int  # minor units of `currency`
+    currency: str
+    description: str
+    payment_method: str
+    expires_at: datetime
+    seconds_left: int  # until expires_at, never negative
+    checkout_url: str
+    pay_url: str | None  # a live upstream's payment link
+    qr_text: str  # what the QR code says: the upstream's code or link, else checkout_url
+    card_brand: str | None
+    card_last4: str | None
+    failure_code: str | None
+    # Test mode, pending: a card order without a card waits for one on the page; the other
+    # methods get "simulate success / failure" buttons.
+    awaits_card: bool
+    can_simulate: bool
+    # Where the payer goes once paid (completed orders only): the merchant's return_url,
+    # or for an EasyPay order Kassa's signed way back (GET /epay/return/{order_id}).
+    return_url: str | None
+
+    @property
+    def shows_qr(self) -> bool:
+        return self.payment_method in QR_METHODS
+
+
+def render_checkout(order: Mapping[Any, Any], public_url: str, now: datetime) -> CheckoutView:
+    order_id = order["order_id"]
+    live = order["mode"] == "live"
+    status = order["status"]
+    method = order["payment_method"]
+    pending = status == "pending" and order["expires_at"] > now
+    checkout_url = f"{public_url}/checkout/{order_id}"
+    pay_url = order.get("pay_url") if live else None
+    qr_text = ((order.get("qr_code") or pay_url) if live else None) or checkout_url
+    return_url: str | None = None
+    if status == "completed" and order["return_url"]:
+        return_url = (f"{public_url}/epay/return/{order_id}"
+                      if order["purpose"] == PURPOSE_COLLECTION
+                      and order["callback_protocol"] == Protocol.EPAY
+                      else order["return_url"])
+    return CheckoutView(
+        order_id=order_id, live=live, status=status, amount=order["amount"],
+        currency=order["currency"], description=order["description"], payment_method=method,
+        expires_at=order["expires_at"],
+        seconds_left=max(0, int((order["expires_at"] - now).total_seconds())),
+        checkout_url=checkout_url, pay_url=pay_url, qr_text=qr_text,
+        card_brand=order["card_brand"], card_last4=order["card_last4"],
+        failure_code=order["failure_code"],
+        awaits_card=(not live and pending and method == "card"
+                     and order["sandbox_outcome"] is None and order["card_last4"] is None),
+        can_simulate=not live and pending and method not in ("card", BALANCE),
+        return_url=return_url)
 
 
 class QueryParams(StrictModel):

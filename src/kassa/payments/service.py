@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import Connection
 
 from kassa.accounts.schemas import Principal, Tier
+from kassa.channels import sandbox
 from kassa.channels.base import (
     FAILURE_MESSAGES,
     ChannelError,
@@ -57,9 +58,11 @@ from kassa.payments.schemas import (
     PURPOSE_COLLECTION,
     PURPOSE_DEPOSIT,
     PURPOSE_PAYMENT,
+    CheckoutView,
     CreatePaymentRequest,
     DepositRequest,
     held_cny,
+    render_checkout,
     render_order,
 )
 from kassa.tasks import repository as tasks
@@ -594,6 +597,103 @@ def settle_sandbox_order(conn: Connection, ctx: ServiceContext, *, order_id: str
     done = fail_order(conn, ctx, order_id=order_id, failure_code=outcome.value,
                       failure_message=FAILURE_MESSAGES[outcome], now=now)
     return f"failed:{outcome.value}" if done else "lost_race"
+
+
+# --- the hosted checkout (SPEC §10): the payer's side of an order ---------------------------
+#
+# Anyone holding an order's id may look at its checkout page, so these functions take the id
+# alone. What a payer may do there in test mode (enter a test card, simulate the outcome)
+# never reaches a live order: a live order id is "not found" to them.
+
+CARD_INVALID = "card_invalid"  # not 12-19 digits, or not a valid card number (Luhn)
+CARD_NOT_A_TEST_CARD = "card_not_test_card"  # valid, but not one of the sandbox's cards
+SIMULATED_OUTCOMES = ("succeeded", "failed")
+
+
+def checkout_view(conn: Connection, ctx: ServiceContext, *, order_id: str, now: datetime
+                  ) -> CheckoutView | None:
+    """The order as its checkout page shows it; None for an unknown id."""
+    order = repository.get_order_by_id(conn, order_id)
+    return None if order is None else render_checkout(order, ctx.public_url, now)
+
+
+def _pending_test_order(conn: Connection, *, order_id: str, now: datetime) -> dict[str, Any]:
+    """A test-mode order still waiting for its payer, locked for this transaction."""
+    order = repository.get_order_by_id(conn, order_id, for_update=True)
+    if order is None or order["mode"] != "test":
+        raise OrderNotFound(f"Order {order_id} doesn't exist", order_id=order_id)
+    if order["status"] != OrderStatus.PENDING:
+        raise InvalidOrderState(f"Order {order_id} is {order['status']}", order_id=order_id,
+                                status=order["status"])
+    if order["expires_at"] <= now:  # (the sweeper has not got to it yet)
+        raise InvalidOrderState(f"Order {order_id} has expired", order_id=order_id,
+                                status=OrderStatus.EXPIRED)
+    return order
+
+
+def _read_test_card(card_number: str) -> tuple[str, str, SettleOutcome]:
+    """The sandbox's decision for a card number: (brand, last4, outcome). The number itself
+    goes no further than this function, and no error repeats it."""
+    try:
+        digits = sandbox.normalise_card_number(card_number)
+    except ChannelError:
+        digits = ""
+    if not digits or not sandbox.luhn_valid(digits):
+        raise ValidationError("This is not a valid card number", reason=CARD_INVALID,
+                              details=[{"field": "card_number", "message": "invalid"}])
+    outcome = sandbox.TEST_CARDS.get(digits)
+    if outcome is None:
+        raise ValidationError(
+            "Test mode accepts only the sandbox test cards (4242424242424242, "
+            "4000000000000002, 4000000000009995)", reason=CARD_NOT_A_TEST_CARD,
+            details=[{"field": "card_number", "message": "not a test card"}])
+    return sandbox.card_brand(digits), digits[-4:], outcome
+
+
+def pay_by_test_card(conn: Connection, ctx: ServiceContext, *, order_id: str,
+                     card_number: str, now: datetime) -> dict[str, Any]:
+    """Test mode: the payer enters a card on the checkout page of a card order made without
+    `test_card`. The sandbox decides by the test card, as it does for `test_card` at
+    creation: pending -> processing, brand and last four kept (never the number), and the
+    sandbox settles it after `sandbox_settle_seconds`."""
+    order = _pending_test_order(conn, order_id=order_id, now=now)
+    if (order["payment_method"] != "card" or order["sandbox_outcome"] is not None
+            or order["card_last4"] is not None):
+        raise InvalidOrderState(f"Order {order_id} does not take a card here",
+                                order_id=order_id, status=order["status"])
+    brand, last4, outcome = _read_test_card(card_number)
+    updated = repository.transition(
+        conn, order_id=order_id, sources={OrderStatus.PENDING}, target=OrderStatus.PROCESSING,
+        now=now, card_brand=brand, card_last4=last4, sandbox_outcome=outcome.value)
+    assert updated is not None, "the order is locked by this transaction"
+    queue.enqueue(conn, kind=JOB_SETTLE_SANDBOX, ref=order_id,
+                  run_at=now + timedelta(seconds=ctx.settings.sandbox_settle_seconds), now=now)
+    return updated
+
+
+def simulate_payment(conn: Connection, ctx: ServiceContext, *, order_id: str, outcome: str,
+                     now: datetime) -> dict[str, Any]:
+    """Test mode: the checkout page's "simulate success / failure" for a pending order of a
+    method the payer pays elsewhere (not a card: cards take a test card). Settles it now,
+    as the sandbox would: completed (money into escrow or the balance) or failed
+    (`payment_failed`)."""
+    if outcome not in SIMULATED_OUTCOMES:
+        raise ValidationError("outcome must be succeeded or failed",
+                              details=[{"field": "outcome", "message": "invalid"}])
+    order = _pending_test_order(conn, order_id=order_id, now=now)
+    if order["payment_method"] in ("card", BALANCE):
+        raise InvalidOrderState(f"Order {order_id} cannot be simulated",
+                                order_id=order_id, status=order["status"])
+    if outcome == "succeeded":
+        done = complete_order(conn, ctx, order_id=order_id, now=now,
+                              sources={OrderStatus.PENDING})
+    else:
+        done = fail_order(conn, ctx, order_id=order_id,
+                          failure_code=SettleOutcome.DECLINED.value,
+                          failure_message="The payment failed (simulated on the test "
+                                          "checkout page)", now=now)
+    assert done is not None, "the order is locked by this transaction"
+    return done
 
 
 # --- release (task approved) ----------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Invoices: a PDF for every payment order that was paid (SPEC §10)."""
