@@ -22,6 +22,24 @@ end
 
 CALLBACK_URL = os.getenv("BENCH_CALLBACK_URL") or "http://127.0.0.1:9/webhooks/payment"
 
+-- The ids a read scenario cycles over (one per line of `path`); each thread starts at a
+-- different place in the list. `ids` and `sent` are globals: done() reads them.
+ids = {}
+sent = 0
+
+function load_ids(path, what)
+   for line in io.lines(path) do
+      if line ~= "" then table.insert(ids, line) end
+   end
+   if #ids == 0 then error("no " .. what .. " ids in " .. path) end
+   sent = (tid * 7919) % #ids
+end
+
+function next_id()
+   sent = sent + 1
+   return ids[((sent - 1) % #ids) + 1]
+end
+
 bad = {}      -- status -> count, for every answer other than the expected one
 sample = ""   -- the first unexpected answer's body
 

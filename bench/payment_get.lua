@@ -12,21 +12,12 @@ expect_status(200)
 local headers = api_headers(false)
 headers["X-API-Secret"] = nil  -- reads take the key alone
 
-ids = {}
-sent = 0
-
 function init(args)
-   for line in io.lines(args[1]) do
-      if line ~= "" then table.insert(ids, line) end
-   end
-   if #ids == 0 then error("no payment ids in " .. args[1]) end
-   sent = (tid * 7919) % #ids
+   load_ids(args[1], "payment")
 end
 
 function request()
-   sent = sent + 1
-   local id = ids[((sent - 1) % #ids) + 1]
-   return wrk.format("GET", "/api/v1/payments/" .. id, headers)
+   return wrk.format("GET", "/api/v1/payments/" .. next_id(), headers)
 end
 
 function done(summary, latency, requests)
