@@ -629,3 +629,16 @@ def test_cancelling_a_task_paid_in_usdt_refunds_it_to_the_balance(live: Pair) ->
 def live_order_paid(p: Pair, method: str) -> dict[str, Any]:
     order = live_order(p, method, 7100)
     return wait_status(p, order["order_id"], "completed")
+
+
+def test_an_order_over_the_daily_limit_never_reaches_the_upstream(live: Pair) -> None:
+    standard = live.a.merchant(tier="standard", name="standard tier on A")
+    body = {"title": "Big job", "amount": 5_000_000, "currency": "CNY",
+            "payment_method": "alipay", "return_url": RETURN_URL}
+    for _ in range(2):  # 2 x 5,000,000: the standard tier's day, used up
+        r = standard.live.post("/api/v1/tasks", json=body)
+        assert r.status_code == 201, r.text
+    asked = len(live.proxy.forwarded)
+    error = assert_error(standard.live.post("/api/v1/tasks", json=body), 400, "limit_exceeded")
+    assert error["limit"] == "daily"
+    assert len(live.proxy.forwarded) == asked  # B was never asked to open an order

@@ -250,6 +250,9 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
                                              description=description, return_url=return_url)
             payment = slot.answer_for(upstream_order)
             if payment is None:  # ask the upstream, outside this transaction, then again
+                # ... but not for an order the day's limit refuses anyway (this run is
+                # rolled back: the rerun counts it again).
+                reserve_daily(conn, ctx, principal=principal, amount_cny=amount_cny, now=now)
                 raise UpstreamCallNeeded(channel, upstream_order, slot)
             upstream_answer = (upstream_order, payment)
             answer = ChannelPayment(card=None, settle_after_seconds=None,
@@ -265,16 +268,7 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
                                                           "message": str(exc)}]) from exc
         channel_name = channel.name
 
-    day = shanghai_day(now)
-    limit = ctx.settings.daily_limit_cents.get(principal.tier)
-    if limit is not None and not repository.reserve_daily_volume(
-            conn, account_id=principal.account_id, mode=principal.mode, day=day,
-            amount_cny=amount_cny, limit=limit):
-        used = repository.daily_volume_used(conn, account_id=principal.account_id,
-                                            mode=principal.mode, day=day)
-        raise LimitExceeded(
-            f"This payment would exceed the {principal.tier} daily limit of {limit} cents (CNY)",
-            limit="daily", limit_cents=limit, used_cents=used, amount_cny_cents=amount_cny)
+    day = reserve_daily(conn, ctx, principal=principal, amount_cny=amount_cny, now=now)
 
     paid_now = answer is None  # from the balance: settled in this transaction
     status = OrderStatus.COMPLETED if answer is None else answer.initial_status
@@ -354,6 +348,23 @@ def _open(conn: Connection, ctx: ServiceContext, *, principal: Principal, purpos
     return order
 
 
+def reserve_daily(conn: Connection, ctx: ServiceContext, *, principal: Principal,
+                  amount_cny: int, now: datetime) -> str:
+    """Count an order against its account's daily limit (SPEC §2), in this transaction;
+    400 limit_exceeded if it would go over. Returns the day it counts on."""
+    day = shanghai_day(now)
+    limit = ctx.settings.daily_limit_cents.get(principal.tier)
+    if limit is not None and not repository.reserve_daily_volume(
+            conn, account_id=principal.account_id, mode=principal.mode, day=day,
+            amount_cny=amount_cny, limit=limit):
+        used = repository.daily_volume_used(conn, account_id=principal.account_id,
+                                            mode=principal.mode, day=day)
+        raise LimitExceeded(
+            f"This payment would exceed the {principal.tier} daily limit of {limit} cents (CNY)",
+            limit="daily", limit_cents=limit, used_cents=used, amount_cny_cents=amount_cny)
+    return day
+
+
 def _upstream_order(ctx: ServiceContext, upstream: Upstream, *, order_id: str, attempt: int,
                     amount: int, currency: str, method: str, description: str,
                     return_url: str | None) -> UpstreamOrder:
@@ -405,6 +416,9 @@ def retry_order(conn: Connection, ctx: ServiceContext, *, principal: Principal, 
     values: dict[str, Any] = {"expires_at": now + lifetime}
     channel = ctx.channels.for_method(mode=order["mode"], payment_method=order["payment_method"])
     jobs = [(JOB_EXPIRE, order_id, now + lifetime)]
+    # An expired order counts against the day's limit again (its volume was given back).
+    day = (reserve_daily(conn, ctx, principal=principal, amount_cny=order["amount_cny"],
+                         now=now) if order["status"] == OrderStatus.EXPIRED else None)
     if channel is not None and is_upstream(channel):
         if slot is None:
             raise _unavailable(order["payment_method"], "This order cannot be retried here")
@@ -430,15 +444,6 @@ def retry_order(conn: Connection, ctx: ServiceContext, *, principal: Principal, 
         jobs.append((JOB_SETTLE_SANDBOX, order_id,
                      now + timedelta(seconds=ctx.settings.sandbox_settle_seconds)))
     if order["status"] == OrderStatus.EXPIRED:
-        day = shanghai_day(now)
-        limit = ctx.settings.daily_limit_cents.get(principal.tier)
-        if limit is not None and not repository.reserve_daily_volume(
-                conn, account_id=principal.account_id, mode=principal.mode, day=day,
-                amount_cny=order["amount_cny"], limit=limit):
-            raise LimitExceeded(
-                f"Retrying this payment would exceed the {principal.tier} daily limit of "
-                f"{limit} cents (CNY)", limit="daily", limit_cents=limit,
-                amount_cny_cents=order["amount_cny"])
         revived = repository.transition(conn, order_id=order_id, sources={OrderStatus.EXPIRED},
                                         target=OrderStatus.PENDING, now=now, limit_day=day,
                                         **values)
