@@ -25,10 +25,10 @@ TEST_CARDS: dict[str, SettleOutcome] = {
 }
 
 
-def normalise_card_number(raw: str) -> str:
+def normalise_card_number(raw: str, *, field: str = "test_card") -> str:
     digits = raw.replace(" ", "").replace("-", "")
     if not digits.isdigit() or not 12 <= len(digits) <= 19:
-        raise ChannelError("test_card must be 12 to 19 digits", field="test_card")
+        raise ChannelError(f"{field} must be 12 to 19 digits", field=field)
     return digits
 
 
@@ -56,6 +56,25 @@ def card_brand(digits: str) -> str:
     return "unknown"
 
 
+class NotATestCard(ChannelError):
+    """A valid card number, but not one of the sandbox's test cards."""
+
+
+def read_test_card(raw: str, *, field: str = "test_card") -> tuple[CardDetails, SettleOutcome]:
+    """The sandbox's decision for a card number (`test_card` at creation, or the number a
+    payer types on the checkout page): its brand and last four, and the outcome. The number
+    itself goes no further, and no error repeats it."""
+    digits = normalise_card_number(raw, field=field)
+    if not luhn_valid(digits):
+        raise ChannelError(f"{field} is not a valid card number", field=field)
+    outcome = TEST_CARDS.get(digits)
+    if outcome is None:
+        raise NotATestCard("test mode accepts only the sandbox test cards "
+                           "(4242424242424242, 4000000000000002, 4000000000009995)",
+                           field=field)
+    return CardDetails(brand=card_brand(digits), last4=digits[-4:]), outcome
+
+
 class SandboxChannel:
     name = "sandbox"
     methods = frozenset({"alipay", "wechat", "card", "bank_transfer", "usdt"})
@@ -76,17 +95,7 @@ class SandboxChannel:
                 # Waits for the payer to enter a card on the checkout page.
                 return ChannelPayment(card=None, settle_after_seconds=None,
                                       planned_outcome=None, initial_status="pending")
-            digits = normalise_card_number(intent.test_card)
-            if not luhn_valid(digits):
-                raise ChannelError("test_card is not a valid card number", field="test_card")
-            outcome = TEST_CARDS.get(digits)
-            if outcome is None:
-                raise ChannelError(
-                    "test mode accepts only the sandbox test cards "
-                    "(4242424242424242, 4000000000000002, 4000000000009995)",
-                    field="test_card",
-                )
-            card = CardDetails(brand=card_brand(digits), last4=digits[-4:])
+            card, outcome = read_test_card(intent.test_card)
             return ChannelPayment(card=card, settle_after_seconds=self.settle_seconds,
                                   planned_outcome=outcome, initial_status="processing")
         if intent.test_card is not None:

@@ -640,19 +640,17 @@ def _read_test_card(card_number: str) -> tuple[str, str, SettleOutcome]:
     """The sandbox's decision for a card number: (brand, last4, outcome). The number itself
     goes no further than this function, and no error repeats it."""
     try:
-        digits = sandbox.normalise_card_number(card_number)
-    except ChannelError:
-        digits = ""
-    if not digits or not sandbox.luhn_valid(digits):
-        raise ValidationError("This is not a valid card number", reason=CARD_INVALID,
-                              details=[{"field": "card_number", "message": "invalid"}])
-    outcome = sandbox.TEST_CARDS.get(digits)
-    if outcome is None:
+        card, outcome = sandbox.read_test_card(card_number, field="card_number")
+    except sandbox.NotATestCard as exc:
         raise ValidationError(
             "Test mode accepts only the sandbox test cards (4242424242424242, "
             "4000000000000002, 4000000000009995)", reason=CARD_NOT_A_TEST_CARD,
-            details=[{"field": "card_number", "message": "not a test card"}])
-    return sandbox.card_brand(digits), digits[-4:], outcome
+            details=[{"field": "card_number", "message": "not a test card"}]) from exc
+    except ChannelError as exc:
+        raise ValidationError("This is not a valid card number", reason=CARD_INVALID,
+                              details=[{"field": "card_number", "message": "invalid"}]
+                              ) from exc
+    return card.brand, card.last4, outcome
 
 
 def pay_by_test_card(conn: Connection, ctx: ServiceContext, *, order_id: str,
