@@ -31,6 +31,7 @@ from kassa.refunds.endpoints import api as refunds_api
 from kassa.tasks.endpoints import api as tasks_api
 from kassa.upstreams.endpoints import NotifyEndpoints
 from kassa.web.checkout import CheckoutPages
+from kassa.web.console import ConsolePages
 from kassa.webhooks.endpoints import api as webhooks_api
 from kassa.worker.runner import Worker
 
@@ -70,11 +71,13 @@ def create_app(settings: Settings, *, db: Database | None = None,
     dispatcher = Dispatcher(db, ctx, Authenticator(db, ctx), limiter)
     facade_edge = FacadeEdge(db, ctx, limiter)
     checkout = CheckoutPages(db, ctx)
+    console = ConsolePages(db, ctx, RateLimiter(settings.console_login_rate_limit,
+                                                settings.redis_url))
     with_worker = settings.run_worker if run_worker is None else run_worker
     worker = Worker(db, ctx) if with_worker else None
     if worker is not None:
         dispatcher.after_write = facade_edge.after_write = worker.deliverer.wake.set
-        checkout.after_write = worker.deliverer.wake.set
+        checkout.after_write = console.after_write = worker.deliverer.wake.set
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -94,9 +97,9 @@ def create_app(settings: Settings, *, db: Database | None = None,
                      *CryptoEndpoints(facade_edge).routes(),
                      # where live upstreams notify Kassa (verify triad, 1)
                      *NotifyEndpoints(facade_edge).routes()]
-    # The pages (SPEC §10): the hosted checkout, its QR codes and static files.
+    # The pages (SPEC §10): the hosted checkout, its QR codes and static files; the console.
     routes = [Route("/healthz", _health, methods=["GET"]), *api_routes, *facade_routes,
-              *checkout.routes(),
+              *checkout.routes(), *console.routes(),
               *docs_routes(api, ctx.public_url)]
     app = Starlette(
         routes=routes,

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     # receivers on an internal network), e.g. ["10.20.0.0/16"]. Empty: none.
     webhook_allowed_networks: list[str] = []
 
+    # Merchant console (kassa.console): a session ends after this long unused, and in any
+    # case this long after sign-in; sign-in attempts per client address.
+    console_idle_seconds: int = 1800
+    console_max_age_seconds: int = 12 * 3600
+    console_login_rate_limit: str = "10/minute"
+
     # Caches and limits
     auth_cache_seconds: float = 10.0
     max_body_bytes: int = 64 * 1024

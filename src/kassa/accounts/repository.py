@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, bindparam, insert, or_, select, update
 
 from kassa.db.prepared import Prepared
 from kassa.db.tables import accounts, api_keys, facade_credentials
@@ -13,7 +13,12 @@ from kassa.db.tables import accounts, api_keys, facade_credentials
 AnyRow = Row[*tuple[Any, ...]]
 
 
-def find_active_key(conn: Connection, key_hash: str) -> AnyRow | None:
+def _active(now: datetime) -> ColumnElement[bool]:
+    """Not revoked, or revoked with a grace period that has not ended (a rotated key)."""
+    return or_(api_keys.c.revoked_at.is_(None), api_keys.c.revoked_at > now)
+
+
+def find_active_key(conn: Connection, key_hash: str, now: datetime) -> AnyRow | None:
     stmt = (
         select(
             api_keys.c.account_id,
@@ -23,9 +28,31 @@ def find_active_key(conn: Connection, key_hash: str) -> AnyRow | None:
             accounts.c.name,
         )
         .join(accounts, accounts.c.account_id == api_keys.c.account_id)
-        .where(api_keys.c.key_hash == key_hash, api_keys.c.revoked_at.is_(None))
+        .where(api_keys.c.key_hash == key_hash, _active(now))
     )
     return conn.execute(stmt).first()
+
+
+def active_keys(conn: Connection, *, account_id: str, mode: str, now: datetime
+                ) -> list[AnyRow]:
+    """The account's usable keys in a mode, newest first: hint, created, revoked_at (set
+    while a rotated key's grace period runs)."""
+    c = api_keys.c
+    stmt = (select(c.key_hint, c.created_at, c.revoked_at)
+            .where(c.account_id == account_id, c.mode == mode, _active(now))
+            .order_by(c.created_at.desc(), c.key_hint))
+    return list(conn.execute(stmt).all())
+
+
+def revoke_keys(conn: Connection, *, account_id: str, mode: str, at: datetime) -> int:
+    """Every key of the account's mode not yet revoked stops working at `at` (a key already
+    on its way out keeps its earlier end)."""
+    c = api_keys.c
+    result = conn.execute(update(api_keys)
+                          .where(c.account_id == account_id, c.mode == mode,
+                                 c.revoked_at.is_(None))
+                          .values(revoked_at=at))
+    return int(result.rowcount or 0)
 
 
 def insert_account(conn: Connection, *, account_id: str, name: str, tier: str,

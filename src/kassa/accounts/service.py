@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -110,7 +112,8 @@ def ensure_demo_account(conn: Connection, ctx: ServiceContext) -> NewAccount | N
 
 def demo_account_credentials(conn: Connection, ctx: ServiceContext) -> tuple[str, str] | None:
     """(account_id, webhook secret) of the demo account, if it exists."""
-    row = repository.find_active_key(conn, keyed_hash(ctx.server_key, DEMO_TEST_KEY))
+    row = repository.find_active_key(conn, keyed_hash(ctx.server_key, DEMO_TEST_KEY),
+                                     ctx.clock.now())
     if row is None:
         return None
     account = repository.get_account(conn, row.account_id)
@@ -121,7 +124,8 @@ def demo_account_credentials(conn: Connection, ctx: ServiceContext) -> tuple[str
 
 def resolve_key(conn: Connection, ctx: ServiceContext, api_key: str) -> Principal | None:
     """The principal behind an API key (secret not checked here), or None."""
-    row = repository.find_active_key(conn, keyed_hash(ctx.server_key, api_key))
+    row = repository.find_active_key(conn, keyed_hash(ctx.server_key, api_key),
+                                     ctx.clock.now())
     if row is None:
         return None
     return Principal(account_id=row.account_id, mode=row.mode, tier=row.tier, name=row.name,
@@ -131,6 +135,34 @@ def resolve_key(conn: Connection, ctx: ServiceContext, api_key: str) -> Principa
 def check_secret(ctx: ServiceContext, principal: Principal, api_secret: str) -> None:
     if not hashes_match(keyed_hash(ctx.server_key, api_secret), principal.secret_hash):
         raise AuthError("Invalid API key or secret")
+
+
+# Grace periods a rotated key may keep working for (the console offers these).
+MAX_KEY_GRACE_SECONDS = 7 * 24 * 3600
+
+
+def key_hints(conn: Connection, ctx: ServiceContext, *, principal: Principal
+              ) -> list[dict[str, Any]]:
+    """The usable keys of the principal's account and mode, as hints (never the keys):
+    [{"hint", "created_at", "expires_at" (None, or when a rotated key stops)}]."""
+    rows = repository.active_keys(conn, account_id=principal.account_id, mode=principal.mode,
+                                  now=ctx.clock.now())
+    return [{"hint": r.key_hint, "created_at": r.created_at, "expires_at": r.revoked_at}
+            for r in rows]
+
+
+def rotate_api_key(conn: Connection, ctx: ServiceContext, *, principal: Principal,
+                   grace_seconds: int) -> KeyPair:
+    """A new key and secret for the principal's mode, shown once. The keys in use stop
+    working after `grace_seconds` (0: at once), so an integration can switch over.
+    Processes that cached a key's lookup may take it for auth_cache_seconds more."""
+    if not 0 <= grace_seconds <= MAX_KEY_GRACE_SECONDS:
+        raise ValidationError(f"the grace period is 0 to {MAX_KEY_GRACE_SECONDS} seconds")
+    now = ctx.clock.now()
+    repository.revoke_keys(conn, account_id=principal.account_id, mode=principal.mode,
+                           at=now + timedelta(seconds=grace_seconds))
+    return _add_key(conn, ctx, account_id=principal.account_id, mode=principal.mode,
+                    api_key=ids.api_key(principal.mode), api_secret=ids.api_secret())
 
 
 # --- protocol facade credentials (SPEC §1, §9) -------------------------------------------------

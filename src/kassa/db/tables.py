@@ -100,6 +100,22 @@ api_keys = Table(
     Index(None, "account_id"),
 )
 
+# Merchant console sessions (kassa.console): a signed-in browser, found by the keyed hash
+# of its cookie's token (the token itself is never stored). A session is one account in
+# one mode, as the API key it was opened with.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("mode", String(4), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),  # absolute end, whatever the use
+    ForeignKeyConstraint(["account_id"], ["accounts.account_id"]),
+    Index(None, "account_id", "mode"),
+)
+
 tasks = Table(
     "tasks",
     metadata,

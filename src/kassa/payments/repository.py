@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kassa.db.prepared import Prepared
@@ -139,3 +139,19 @@ def release_daily_volume(conn: Connection, *, account_id: str, mode: str, day: s
 
 def daily_volume_used(conn: Connection, *, account_id: str, mode: str, day: str) -> int:
     return int(_used.scalar(conn, {"account_id": account_id, "mode": mode, "day": day}) or 0)
+
+
+def list_orders(conn: Connection, *, account_id: str, mode: str, statuses: Iterable[str] | None,
+                after: tuple[datetime, str] | None, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` orders of an account's mode, newest first, strictly after the cursor
+    position (created_at, order_id): paging neither repeats nor skips an order while new
+    ones arrive. `statuses` None: every status."""
+    c = orders.c
+    stmt = select(orders).where(c.account_id == account_id, c.mode == mode)
+    if statuses is not None:
+        stmt = stmt.where(c.status.in_(list(statuses)))
+    if after is not None:
+        stmt = stmt.where(tuple_(c.created_at, c.order_id) < tuple_(
+            bindparam("c_at", after[0], type_=c.created_at.type), after[1]))
+    stmt = stmt.order_by(c.created_at.desc(), c.order_id.desc()).limit(limit)
+    return [dict(r) for r in conn.execute(stmt).mappings()]

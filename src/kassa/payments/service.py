@@ -480,6 +480,19 @@ def get_order(conn: Connection, *, principal: Principal, order_id: str) -> dict[
     return order
 
 
+def list_orders(conn: Connection, *, principal: Principal, statuses: tuple[str, ...] | None,
+                starting_after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """The principal's orders, newest first, `limit` at a time after the order
+    `starting_after` (an order of theirs, else 404): (orders, whether there are more)."""
+    after = None
+    if starting_after is not None:
+        cursor = get_order(conn, principal=principal, order_id=starting_after)
+        after = (cursor["created_at"], cursor["order_id"])
+    rows = repository.list_orders(conn, account_id=principal.account_id, mode=principal.mode,
+                                  statuses=statuses, after=after, limit=limit + 1)
+    return rows[:limit], len(rows) > limit
+
+
 # --- settlement (run by jobs and, later, channel notifications) ---------------------------
 
 def _announce(conn: Connection, ctx: ServiceContext, order: Mapping[Any, Any], event_type: str,

@@ -67,3 +67,10 @@ def settle(conn: Connection, *, refund_id: str, status: str, failure_code: str |
 def set_upstream_refund_no(conn: Connection, *, refund_id: str, upstream_refund_no: str) -> None:
     conn.execute(update(refunds).where(refunds.c.refund_id == refund_id).values(
         upstream_refund_no=upstream_refund_no))
+
+
+def refunds_of_order(conn: Connection, order_id: str) -> list[dict[str, Any]]:
+    """An order's refunds, oldest first (the console's order page)."""
+    stmt = (select(refunds).where(refunds.c.order_id == order_id)
+            .order_by(refunds.c.created_at, refunds.c.refund_id))
+    return [dict(r) for r in conn.execute(stmt).mappings()]

@@ -61,6 +61,16 @@ def request_refund(conn: Connection, ctx: ServiceContext, *, principal: Principa
                         refund_method=request.refund_method, test_outcome=request.test_outcome)
 
 
+def refunds_of(conn: Connection, *, principal: Principal, order_id: str
+               ) -> list[dict[str, Any]]:
+    """The refunds of one of the principal's orders, oldest first (404 for another's)."""
+    order = orders.get_order(conn, account_id=principal.account_id, mode=principal.mode,
+                             order_id=order_id)
+    if order is None:
+        raise OrderNotFound(f"Order {order_id} doesn't exist", order_id=order_id)
+    return repository.refunds_of_order(conn, order_id)
+
+
 def automatic_method(ctx: ServiceContext, order: Mapping[str, Any]) -> str:
     """How a task's escrow goes back when nobody said: the way it came where that channel
     takes refunds, else to the account balance (live USDT, live bank transfers)."""

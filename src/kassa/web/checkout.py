@@ -18,76 +18,30 @@ a page, an error or a redirect.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl
 
-import jinja2
 from sqlalchemy import Connection
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from kassa.context import ServiceContext
 from kassa.db.database import Database
-from kassa.errors import InvalidOrderState, OrderNotFound, PayloadTooLarge, ValidationError
-from kassa.http.api import json_response, read_body, write_unit
+from kassa.errors import InvalidOrderState, OrderNotFound, ValidationError
+from kassa.http.api import json_response, write_unit
 from kassa.payments import service as payments
 from kassa.payments.schemas import CheckoutView
 from kassa.web import csrf
-from kassa.web.i18n import (
-    LANG_COOKIE,
-    LANG_COOKIE_MAX_AGE,
-    LANGUAGES,
-    NOTICES,
-    Translator,
-    format_amount,
-    pick_language,
-    translator,
-)
+from kassa.web.i18n import NOTICES, Translator, format_amount, translator
+from kassa.web.pages import PAGE_HEADERS, STATIC_DIR, Pages, read_form
 from kassa.web.qr import QrTooLong, qr_png
 
-HERE = Path(__file__).parent
-STATIC_DIR = HERE / "static"
 # An order id as Kassa makes them (ord_ and 20 hex digits), with room to spare; anything
 # else is not found without asking the database.
 ORDER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-FORM_MAX_BYTES = 4096
-FORM_MAX_FIELDS = 16
 STATUSES = ("pending", "processing", "completed", "failed", "expired", "refunded")
-
-# The page loads nothing from elsewhere, posts only to Kassa, and is never framed
-# (a card form must not be clickjacked).
-PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-
-def _asset_version() -> str:
-    digest = hashlib.sha256()
-    for name in sorted(p.name for p in STATIC_DIR.iterdir() if p.is_file()):
-        digest.update((STATIC_DIR / name).read_bytes())
-    return digest.hexdigest()[:12]
-
-
-_templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(HERE / "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_templates.globals["asset_version"] = _asset_version()
 
 
 def countdown_text(seconds: int) -> str:
@@ -127,49 +81,14 @@ def web_link(url: str | None) -> str | None:
     return None
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """An urlencoded form, small; the first value of each field. Anything else (another
-    content type, too large, broken) reads as an empty form: it has no CSRF token."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        return {}
-    try:
-        text = (await read_body(request, FORM_MAX_BYTES)).decode()
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=FORM_MAX_FIELDS)
-    except (PayloadTooLarge, ClientDisconnect, UnicodeDecodeError, ValueError):
-        return {}
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        if "\x00" in name or "\x00" in value:
-            return {}
-        form.setdefault(name, value)
-    return form
-
-
-class CheckoutPages:
+class CheckoutPages(Pages):
     def __init__(self, db: Database, ctx: ServiceContext) -> None:
-        self.db = db
-        self.ctx = ctx
+        super().__init__(db, ctx)
         # Wakes this process's deliverer after a committed write (as the API does): a
         # simulated payment announces payment.completed / payment.failed.
         self.after_write: Callable[[], None] | None = None
 
     # --- helpers -------------------------------------------------------------------------
-
-    @property
-    def _secure(self) -> bool:
-        return self.ctx.public_url.lower().startswith("https://")
-
-    def _language(self, request: Request) -> tuple[str, bool]:
-        """The request's language, and whether ?lang chose it (then it is remembered)."""
-        query = request.query_params.get("lang")
-        lang = pick_language(query, request.cookies.get(LANG_COOKIE),
-                             request.headers.get("accept-language"))
-        return lang, query in LANGUAGES
-
-    def _remember_language(self, response: Response, lang: str) -> None:
-        response.set_cookie(LANG_COOKIE, lang, max_age=LANG_COOKIE_MAX_AGE, path="/",
-                            secure=self._secure, httponly=True, samesite="lax")
 
     async def _view(self, order_id: str) -> CheckoutView | None:
         if not ORDER_ID.fullmatch(order_id):
@@ -177,15 +96,6 @@ class CheckoutPages:
         now = self.ctx.clock.now()
         return await self.db.read(
             lambda conn: payments.checkout_view(conn, self.ctx, order_id=order_id, now=now))
-
-    def _page(self, template: str, status: int, lang: str, remember: bool,
-              **values: Any) -> HTMLResponse:
-        t = translator(lang)
-        html = _templates.get_template(template).render(lang=lang, t=t, **values)
-        response = HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
-        if remember:
-            self._remember_language(response, lang)
-        return response
 
     def _problem(self, status: int, kind: str, lang: str, remember: bool = False,
                  back: str | None = None) -> HTMLResponse:

@@ -1,0 +1,1 @@
+"""The merchant console's sessions: signing in with an API key and secret, and staying so."""
