@@ -33,6 +33,13 @@ def find_active_key(conn: Connection, key_hash: str, now: datetime) -> AnyRow | 
     return conn.execute(stmt).first()
 
 
+def account_of_key(conn: Connection, key_hash: str) -> str | None:
+    """The account a key belongs to, revoked or not."""
+    value = conn.execute(select(api_keys.c.account_id)
+                         .where(api_keys.c.key_hash == key_hash)).scalar()
+    return None if value is None else str(value)
+
+
 def active_keys(conn: Connection, *, account_id: str, mode: str, now: datetime
                 ) -> list[AnyRow]:
     """The account's usable keys in a mode, newest first: hint, created, revoked_at (set

@@ -110,16 +110,19 @@ def ensure_demo_account(conn: Connection, ctx: ServiceContext) -> NewAccount | N
     return account
 
 
-def demo_account_credentials(conn: Connection, ctx: ServiceContext) -> tuple[str, str] | None:
-    """(account_id, webhook secret) of the demo account, if it exists."""
-    row = repository.find_active_key(conn, keyed_hash(ctx.server_key, DEMO_TEST_KEY),
-                                     ctx.clock.now())
-    if row is None:
+def demo_account_credentials(conn: Connection, ctx: ServiceContext
+                             ) -> tuple[str, str, bool] | None:
+    """(account_id, webhook secret, whether the published test key still works) of the
+    demo account, if it exists (its test key may have been rotated in the console)."""
+    key_hash = keyed_hash(ctx.server_key, DEMO_TEST_KEY)
+    account_id = repository.account_of_key(conn, key_hash)
+    if account_id is None:
         return None
-    account = repository.get_account(conn, row.account_id)
+    account = repository.get_account(conn, account_id)
     assert account is not None
-    return row.account_id, webhook_secret(ctx.server_key, row.account_id,
-                                          account.webhook_secret_version)
+    active = repository.find_active_key(conn, key_hash, ctx.clock.now()) is not None
+    return account_id, webhook_secret(ctx.server_key, account_id,
+                                      account.webhook_secret_version), active
 
 
 def resolve_key(conn: Connection, ctx: ServiceContext, api_key: str) -> Principal | None:

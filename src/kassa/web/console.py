@@ -43,6 +43,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kassa.accounts import service as accounts
+from kassa.accounts.schemas import Principal
 from kassa.balances import service as balances
 from kassa.console import service as sessions
 from kassa.context import ServiceContext
@@ -198,9 +199,15 @@ class ConsolePages(Pages):
         except RateLimited:
             return self._login_page(request, lang, False, status=429, error="rate_limited")
         api_key, api_secret = form.get("api_key", ""), form.get("api_secret", "")
+        previous = request.cookies.get(SESSION_COOKIE)
+
+        def unit(conn: Connection) -> tuple[str, Principal]:
+            signed_in = sessions.sign_in(conn, self.ctx, api_key=api_key,
+                                         api_secret=api_secret)
+            sessions.sign_out(conn, self.ctx, previous)  # a browser holds one session
+            return signed_in
         try:
-            token, _ = await self._write(lambda conn: sessions.sign_in(
-                conn, self.ctx, api_key=api_key, api_secret=api_secret))
+            token, _ = await self._write(unit)
         except AuthError:
             return self._login_page(request, lang, False, status=401, error="invalid")
         response = RedirectResponse(f"{PATH}/overview", status_code=303, headers=PAGE_HEADERS)
