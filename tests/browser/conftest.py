@@ -153,12 +153,14 @@ class LoggedKassaServer(KassaServer):
 
 @pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KassaServer]:
-    """One Kassa server on SQLite for the checkout pages; sandbox payments settle after 1 s."""
+    """One Kassa server on SQLite for the checkout and console pages; sandbox payments settle
+    after 1 s; console sign-ins are not limited in practice (tests/web tests the limit)."""
     saved = [(lg, lg.level, lg.propagate, list(lg.handlers))
              for lg in map(logging.getLogger, UVICORN_LOGGERS)]
     tmp = tmp_path_factory.mktemp("kassa-browser")
     srv = LoggedKassaServer(make_settings(tmp, f"sqlite:///{tmp}/k.sqlite3",
-                                          sandbox_settle_seconds=1.0))
+                                          sandbox_settle_seconds=1.0,
+                                          console_login_rate_limit="1000/minute"))
     srv.start()
     yield srv
     srv.stop()
