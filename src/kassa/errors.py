@@ -151,6 +151,13 @@ class RequestInProgress(Conflict):
     code = "request_in_progress"
 
 
+class AlreadyRotated(Conflict):
+    """A rotation asked for against a key or secret that has been rotated since (a form
+    sent twice): nothing is rotated again."""
+
+    code = "already_rotated"
+
+
 class RateLimited(KassaError):
     code = "rate_limit_exceeded"
     http_status = 429

@@ -10,7 +10,6 @@ import io
 import logging
 import re
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -24,6 +23,7 @@ from kassa.db.tables import metadata, orders
 from kassa.events import repository as events
 from tests.conftest import own_database_url
 from tests.facades.epay_shop import credential, signed
+from tests.support.dom import Dom
 from tests.support.factories import RETURN_URL, new_task, pay
 from tests.support.harness import KassaServer, Merchant, make_settings
 from tests.upstreams.conftest import Pair, live, pair  # noqa: F401  (fixtures)
@@ -34,62 +34,6 @@ NO_FUNDS_CARD = "4000000000009995"
 NOT_A_TEST_CARD = "4111111111111111"  # a valid number (Luhn), but not the sandbox's
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COUNTDOWN = re.compile(r"^(\d+:)?\d\d:\d\d$")
-
-
-# --- a tiny DOM: elements by id, their attributes, text, and each form's inputs ------------
-
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-        "track", "wbr"}
-
-
-class Dom(HTMLParser):
-    def __init__(self, html: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.by_id: dict[str, dict[str, Any]] = {}
-        self.elements: list[dict[str, Any]] = []
-        self._open: list[dict[str, Any]] = []
-        self.feed(html)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        element: dict[str, Any] = {"tag": tag, "attrs": dict(attrs), "text": "", "inputs": []}
-        self.elements.append(element)
-        if "id" in element["attrs"]:
-            assert element["attrs"]["id"] not in self.by_id, f"duplicate id {element['attrs']}"
-            self.by_id[str(element["attrs"]["id"])] = element
-        if tag in ("input", "button", "select", "textarea"):
-            for parent in self._open:
-                if parent["tag"] == "form":
-                    parent["inputs"].append(element)
-        if tag not in VOID:
-            self._open.append(element)
-
-    def handle_endtag(self, tag: str) -> None:
-        while self._open:
-            if self._open.pop()["tag"] == tag:
-                break
-
-    def handle_data(self, data: str) -> None:
-        for element in self._open:
-            element["text"] += data
-
-    def __contains__(self, element_id: str) -> bool:
-        return element_id in self.by_id
-
-    def attr(self, element_id: str, name: str) -> str | None:
-        value = self.by_id[element_id]["attrs"].get(name)
-        return None if value is None else str(value)
-
-    def text(self, element_id: str) -> str:
-        return " ".join(self.by_id[element_id]["text"].split())
-
-    def html_lang(self) -> str | None:
-        [html] = [e for e in self.elements if e["tag"] == "html"]
-        return html["attrs"].get("lang")
-
-    def fields(self, form_id: str) -> dict[str, str | None]:
-        return {str(e["attrs"]["name"]): e["attrs"].get("value")
-                for e in self.by_id[form_id]["inputs"] if e["attrs"].get("name")}
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, bindparam, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from kassa.db.prepared import Prepared
 from kassa.db.tables import accounts, api_keys, facade_credentials
@@ -49,6 +59,13 @@ def active_keys(conn: Connection, *, account_id: str, mode: str, now: datetime
             .where(c.account_id == account_id, c.mode == mode, _active(now))
             .order_by(c.created_at.desc(), c.key_hint))
     return list(conn.execute(stmt).all())
+
+
+def key_count(conn: Connection, *, account_id: str, mode: str) -> int:
+    """How many keys the account's mode has ever had (its key generation)."""
+    c = api_keys.c
+    return int(conn.execute(select(func.count()).select_from(api_keys)
+                            .where(c.account_id == account_id, c.mode == mode)).scalar_one())
 
 
 def revoke_keys(conn: Connection, *, account_id: str, mode: str, at: datetime) -> int:

@@ -21,7 +21,7 @@ from kassa.accounts.schemas import (
 from kassa.context import ServiceContext
 from kassa.core import ids
 from kassa.core.signing import hashes_match, keyed_hash, protocol_key, webhook_secret
-from kassa.errors import AuthError, ValidationError
+from kassa.errors import AlreadyRotated, AuthError, ValidationError
 from kassa.tasks import repository as tasks
 
 DEMO_NAME = "Demo Marketplace"
@@ -144,6 +144,12 @@ def check_secret(ctx: ServiceContext, principal: Principal, api_secret: str) -> 
 MAX_KEY_GRACE_SECONDS = 7 * 24 * 3600
 
 
+def key_generation(conn: Connection, *, principal: Principal) -> int:
+    """Changes with every rotation of the principal's mode: a rotation form carries it, so
+    that the same form sent twice rotates once."""
+    return repository.key_count(conn, account_id=principal.account_id, mode=principal.mode)
+
+
 def key_hints(conn: Connection, ctx: ServiceContext, *, principal: Principal
               ) -> list[dict[str, Any]]:
     """The usable keys of the principal's account and mode, as hints (never the keys):
@@ -155,12 +161,16 @@ def key_hints(conn: Connection, ctx: ServiceContext, *, principal: Principal
 
 
 def rotate_api_key(conn: Connection, ctx: ServiceContext, *, principal: Principal,
-                   grace_seconds: int) -> KeyPair:
+                   grace_seconds: int, generation: int | None = None) -> KeyPair:
     """A new key and secret for the principal's mode, shown once. The keys in use stop
     working after `grace_seconds` (0: at once), so an integration can switch over.
-    Processes that cached a key's lookup may take it for auth_cache_seconds more."""
+    Processes that cached a key's lookup may take it for auth_cache_seconds more. With
+    `generation` (key_generation as the caller saw it), a rotation since is AlreadyRotated."""
     if not 0 <= grace_seconds <= MAX_KEY_GRACE_SECONDS:
         raise ValidationError(f"the grace period is 0 to {MAX_KEY_GRACE_SECONDS} seconds")
+    if generation is not None and generation != key_generation(conn, principal=principal):
+        raise AlreadyRotated("The API key has been rotated since this form was shown; "
+                             "nothing was rotated again")
     now = ctx.clock.now()
     repository.revoke_keys(conn, account_id=principal.account_id, mode=principal.mode,
                            at=now + timedelta(seconds=grace_seconds))

@@ -49,7 +49,7 @@ from kassa.console import service as sessions
 from kassa.context import ServiceContext
 from kassa.core.money import MoneyError, parse_decimal_amount
 from kassa.db.database import Database
-from kassa.errors import AuthError, KassaError, NotFound, RateLimited
+from kassa.errors import AlreadyRotated, AuthError, KassaError, NotFound, RateLimited
 from kassa.history import service as history
 from kassa.history.schemas import TransactionsQuery
 from kassa.http.api import validation_error, write_unit
@@ -73,6 +73,7 @@ ORDER_ID = re.compile(r"ord_[0-9a-f]{1,36}")
 ENDPOINT_ID = re.compile(r"we_[0-9a-f]{20}")
 EVENT_ID = re.compile(r"evt_[0-9a-f]{20}")
 CURSOR = re.compile(r"[A-Za-z0-9_]{1,40}")
+DIGITS = re.compile(r"[0-9]{1,9}")
 ORDER_STATUSES = ("pending", "processing", "completed", "failed", "expired", "refunded")
 PAID = ("completed", "refunded")
 REFUND_REASONS = ("task_cancelled", "quality_issue", "task_failed", "duplicate_payment", "other")
@@ -126,6 +127,8 @@ class ConsolePages(Pages):
             session = await self._session(request)
             if session is None:
                 return self._to_login()
+            if any("\x00" in v for v in request.query_params.values()):
+                return self._problem(request, session, lang, 400)  # no column takes NUL
             if post:
                 form = await read_form(request)
                 if not sessions.csrf_ok(self.ctx, request.cookies[SESSION_COOKIE],
@@ -140,6 +143,10 @@ class ConsolePages(Pages):
                 lang: str, remember: bool, *, status: int = 200, section: str = "",
                 **values: Any) -> Response:
         notice = request.query_params.get("notice")
+        # Where the language links go: this page, or for the answer to a form, the page
+        # the form was on (a POST's URL answers no GET).
+        values.setdefault("here", request.url.path if request.method == "GET"
+                          else f"{PATH}/overview")
         return self._page(template, status, lang, remember, principal=session.principal,
                           csrf_token=self._csrf(request), section=section, when=when,
                           money=format_amount,
@@ -170,7 +177,8 @@ class ConsolePages(Pages):
                     error: str | None = None) -> Response:
         token = csrf.valid_token(request.cookies.get(csrf.COOKIE)) or csrf.new_token()
         response = self._page("console/login.html", status, lang, remember, csrf_token=token,
-                              error=error, principal=None, section="", notice=None)
+                              error=error, principal=None, section="", notice=None,
+                              here=f"{PATH}/login")
         response.set_cookie(csrf.COOKIE, token, path=PATH, secure=self._secure,
                             httponly=True, samesite="strict")
         return response
@@ -247,6 +255,8 @@ class ConsolePages(Pages):
                            remember: bool) -> Response:
         params = {k: v for k, v in request.query_params.items()
                   if k in ("type", "status", "starting_after") and v}
+        if not CURSOR.fullmatch(params.get("starting_after", "txn")):
+            return self._problem(request, session, lang, 400)
         try:
             query = TransactionsQuery.model_validate({**params, "limit": PAGE_SIZE})
         except pydantic.ValidationError as exc:
@@ -325,7 +335,8 @@ class ConsolePages(Pages):
         # offered while the payment is complete and not yet fully refunded.
         refundable = order["status"] == "completed"
         return self._render(request, session, "console/order.html", lang, remember,
-                            status=status, section="orders", order=order,
+                            status=status, section="orders", here=f"{PATH}/orders/{order_id}",
+                            order=order,
                             refunds=its_refunds, refundable=refundable,
                             paid=order["status"] in PAID, reasons=REFUND_REASONS,
                             error=error, form=form or {})
@@ -418,7 +429,8 @@ class ConsolePages(Pages):
         next_url = ("?" + urlencode({"starting_after": events["next_cursor"]})
                     if events["has_more"] else None)
         return self._render(request, session, "console/webhooks.html", lang, remember,
-                            status=status, section="webhooks", endpoints=endpoints,
+                            status=status, section="webhooks", here=f"{PATH}/webhooks",
+                            endpoints=endpoints,
                             events=events["data"], next_url=next_url, error=error,
                             form=form or {})
 
@@ -496,11 +508,20 @@ class ConsolePages(Pages):
 
     async def _keys_page(self, request: Request, session: sessions.Session, lang: str,
                          remember: bool, **shown_once: Any) -> Response:
+        """The keys page; after a rotation (a POST's answer) with what was made, shown
+        this once. Its rotation forms carry the key generation and secret version they
+        were shown with, so a form sent again (a reload) rotates nothing twice."""
         p = session.principal
-        keys = await self._read(lambda conn: accounts.key_hints(conn, self.ctx, principal=p))
+
+        def unit(conn: Connection) -> tuple[Any, int, int | None]:
+            return (accounts.key_hints(conn, self.ctx, principal=p),
+                    accounts.key_generation(conn, principal=p),
+                    webhooks.secret_version(conn, principal=p) if p.live else None)
+        keys, generation, version = await self._read(unit)
         return self._render(request, session, "console/keys.html", lang, remember,
-                            section="keys", keys=keys, grace_choices=KEY_GRACE_CHOICES,
-                            new_key=shown_once.get("new_key"),
+                            section="keys", here=f"{PATH}/keys", keys=keys,
+                            grace_choices=KEY_GRACE_CHOICES, generation=generation,
+                            secret_version=version, new_key=shown_once.get("new_key"),
                             new_webhook_secret=shown_once.get("new_webhook_secret"))
 
     async def keys(self, request: Request, session: sessions.Session, lang: str,
@@ -512,16 +533,24 @@ class ConsolePages(Pages):
         """POST /console/keys/rotate (grace_seconds: 0, 3600 or 86400). The new key and
         secret are in this answer only; the mode's other console sessions end."""
         form: dict[str, str] = request.state.form
-        grace_text = form.get("grace_seconds", "")
-        if not grace_text.isdigit() or int(grace_text) not in KEY_GRACE_CHOICES:
+        try:
+            generation = _number(form.get("generation"))
+            grace = _number(form.get("grace_seconds"))
+        except ValueError:
+            return self._problem(request, session, lang, 400)
+        if grace is None or grace not in KEY_GRACE_CHOICES:
             return self._problem(request, session, lang, 400)
 
         def unit(conn: Connection) -> Any:
             pair = accounts.rotate_api_key(conn, self.ctx, principal=session.principal,
-                                           grace_seconds=int(grace_text))
+                                           grace_seconds=grace,
+                                           generation=generation)
             sessions.end_other_sessions(conn, current=session)
             return pair
-        pair = await self._write(unit)
+        try:
+            pair = await self._write(unit)
+        except AlreadyRotated as exc:
+            return self._problem(request, session, lang, exc.http_status, exc.message)
         return await self._keys_page(request, session, lang, remember, new_key=pair)
 
     async def rotate_webhook_secret(self, request: Request, session: sessions.Session,
@@ -530,8 +559,13 @@ class ConsolePages(Pages):
         old secret keeps signing too for the configured grace period."""
         p = session.principal
         try:
+            version = _number(request.state.form.get("version"))
+        except ValueError:
+            return self._problem(request, session, lang, 400)
+        try:
             view = await self._write(lambda conn: webhooks.rotate_secret(
-                conn, self.ctx, principal=p, grace_period_seconds=None))
+                conn, self.ctx, principal=p, grace_period_seconds=None,
+                version=version))
         except KassaError as exc:
             return self._problem(request, session, lang, exc.http_status,
                                  exc.message)
@@ -566,3 +600,11 @@ class ConsolePages(Pages):
                   methods=["POST"]),
         ]
 
+
+def _number(text: str | None) -> int | None:
+    """An optional form number: None when absent; ValueError when not a number."""
+    if text is None or text == "":
+        return None
+    if not DIGITS.fullmatch(text):  # ASCII digits only ("²".isdigit() is True)
+        raise ValueError("not a number")
+    return int(text)

@@ -24,7 +24,13 @@ from kassa.core import ids
 from kassa.core.clock import iso
 from kassa.core.signing import webhook_secret
 from kassa.core.urls import UrlError
-from kassa.errors import EndpointNotFound, EventNotFound, LiveKeyRequired, ValidationError
+from kassa.errors import (
+    AlreadyRotated,
+    EndpointNotFound,
+    EventNotFound,
+    LiveKeyRequired,
+    ValidationError,
+)
 from kassa.webhooks import repository
 from kassa.webhooks.schemas import (
     ALL_EVENTS,
@@ -209,11 +215,22 @@ def get_secret(conn: Connection, ctx: ServiceContext, *, principal: Principal
     return _secret_view(ctx, principal.account_id, versions, ctx.clock.now())
 
 
+def secret_version(conn: Connection, *, principal: Principal) -> int:
+    """The account's webhook secret version (a rotation form carries it)."""
+    versions = repository.secret_versions(conn, [principal.account_id])[principal.account_id]
+    return int(versions["webhook_secret_version"])
+
+
 def rotate_secret(conn: Connection, ctx: ServiceContext, *, principal: Principal,
-                  grace_period_seconds: int | None) -> dict[str, Any]:
+                  grace_period_seconds: int | None, version: int | None = None
+                  ) -> dict[str, Any]:
     """A new secret signs from now on; the old one signs too until the grace period ends
-    (both signatures are sent), so receivers can switch without losing a delivery."""
+    (both signatures are sent), so receivers can switch without losing a delivery. With
+    `version` (secret_version as the caller saw it), a rotation since is AlreadyRotated."""
     _live_only(principal)
+    if version is not None and version != secret_version(conn, principal=principal):
+        raise AlreadyRotated("The webhook secret has been rotated since this form was "
+                             "shown; nothing was rotated again")
     now = ctx.clock.now()
     grace = (ctx.settings.webhook_secret_grace_seconds if grace_period_seconds is None
              else grace_period_seconds)
