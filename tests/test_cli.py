@@ -139,24 +139,3 @@ def test_demo_account_runs_the_seeds_sandbox_curl_as_printed(tmp_path: Path) -> 
             srv.wait_for_status(client, r.json()["order_id"], "completed")
     finally:
         srv.stop()
-
-
-def test_demo_says_so_when_its_published_test_key_was_rotated(tmp_path: Path) -> None:
-    """The demo's test key rotated in the console: `kassa demo` still starts, and does not
-    print the published key and secret as if they worked."""
-    env = _env(tmp_path)
-    env["KASSA_SECRET_KEY"] = SERVER_KEY
-    assert _kassa("demo", env=env).returncode == 0
-    srv = KassaServer(make_settings(tmp_path, f"sqlite:///{tmp_path / 'kassa.sqlite3'}"))
-    try:
-        principal = srv.db.write_sync(
-            lambda conn: accounts.resolve_key(conn, srv.ctx, accounts.DEMO_TEST_KEY))
-        assert principal is not None
-        srv.db.write_sync(lambda conn: accounts.rotate_api_key(
-            conn, srv.ctx, principal=principal, grace_seconds=0))
-    finally:
-        srv.db.close()
-    out = _kassa("demo", env=env)
-    assert out.returncode == 0, out.stderr
-    assert "rotated in the console" in out.stdout
-    assert accounts.DEMO_TEST_SECRET not in out.stdout

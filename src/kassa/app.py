@@ -68,11 +68,13 @@ def create_app(settings: Settings, *, db: Database | None = None,
                              sqlite_synchronous=settings.sqlite_synchronous)
     api = all_operations()
     limiter = RateLimiter(settings.rate_limit, settings.redis_url)
-    dispatcher = Dispatcher(db, ctx, Authenticator(db, ctx), limiter)
+    auth = Authenticator(db, ctx)
+    dispatcher = Dispatcher(db, ctx, auth, limiter)
     facade_edge = FacadeEdge(db, ctx, limiter)
     checkout = CheckoutPages(db, ctx)
     console = ConsolePages(db, ctx, RateLimiter(settings.console_login_rate_limit,
                                                 settings.redis_url))
+    console.on_key_rotated = auth.forget
     with_worker = settings.run_worker if run_worker is None else run_worker
     worker = Worker(db, ctx) if with_worker else None
     if worker is not None:

@@ -82,7 +82,7 @@ def _ensure_demo(settings: Settings, ctx: ServiceContext) -> None:
                        sqlite_synchronous=settings.sqlite_synchronous)
     try:
         created = db.write_sync(lambda conn: accounts.ensure_demo_account(conn, ctx))
-        account_id, webhook_secret, test_key_active = db.write_sync(
+        account_id, webhook_secret = db.write_sync(
             lambda conn: accounts.demo_account_credentials(conn, ctx))  # type: ignore[misc]
         crypto_secret = db.write_sync(lambda conn: accounts.resolve_protocol_credential(
             conn, ctx, protocol="cryptogw", public_id=accounts.DEMO_CRYPTOGW_KEY))
@@ -94,12 +94,8 @@ def _ensure_demo(settings: Settings, ctx: ServiceContext) -> None:
         click.echo(f"  live key:    {live.api_key}   (shown once)")
         click.echo(f"  live secret: {live.api_secret}   (shown once)")
     click.echo(f"Demo account {account_id} (test mode, sandbox channel):")
-    if test_key_active:
-        click.echo(f"  test key:       {accounts.DEMO_TEST_KEY}")
-        click.echo(f"  test secret:    {accounts.DEMO_TEST_SECRET}")
-    else:
-        click.echo(f"  test key:       {accounts.DEMO_TEST_KEY} (rotated in the console: no "
-                   "longer valid; use the key it printed)")
+    click.echo(f"  test key:       {accounts.DEMO_TEST_KEY}")
+    click.echo(f"  test secret:    {accounts.DEMO_TEST_SECRET}")
     click.echo(f"  webhook secret: {webhook_secret}")
     click.echo(f"  EasyPay PID / KEY (seed 003's test merchant): {accounts.DEMO_EPAY_PID} / "
                f"{accounts.DEMO_EPAY_KEY}")

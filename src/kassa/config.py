@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     # receivers on an internal network), e.g. ["10.20.0.0/16"]. Empty: none.
     webhook_allowed_networks: list[str] = []
 
-    # Merchant console (kassa.console): a session ends after this long unused, and in any
+    # Merchant console (kassa.sessions): a session ends after this long unused, and in any
     # case this long after sign-in; sign-in attempts per client address.
     console_idle_seconds: int = 1800
     console_max_age_seconds: int = 12 * 3600

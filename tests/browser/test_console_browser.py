@@ -317,6 +317,13 @@ def test_rotate_the_api_key_now(page: Page, server: KassaServer) -> None:
     expect(page.locator("#rotate-secret")).to_have_count(0)
     expect(page.locator("#new-api-key")).to_have_count(0)
     page.locator("#grace-seconds").select_option(label="Now")
+    # The secret is asked for again: a wrong one rotates nothing.
+    page.get_by_label("Your current API secret (of the key you signed in with)").fill("sk_no")
+    page.locator("#rotate-key").click()
+    expect(page.locator("#rotate-error")).to_contain_text("Nothing was rotated")
+    assert merchant.test.get("/api/v1/payment/balance").status_code == 200
+    page.locator("#grace-seconds").select_option(label="Now")
+    page.locator("#rotate-key-secret").fill(merchant.test_secret)
     page.locator("#rotate-key").click()
 
     expect(page.locator("#new-api-key")).to_have_text(re.compile(r"^zr_test_"))

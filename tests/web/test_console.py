@@ -20,6 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from kassa.accounts import service as accounts
 from kassa.db.tables import console_sessions, metadata
 from kassa.web.i18n import CONSOLE_MESSAGES, MESSAGES
 from tests.api.test_escrow import balance, dispatch, paid_tasks, query, refunded, transactions
@@ -43,6 +44,9 @@ class Browser:
     def __init__(self, web: KassaServer, **headers: Any) -> None:
         self.client = httpx.Client(base_url=web.base_url, timeout=30, headers=headers)
         self.responses: list[httpx.Response] = []
+        # The API secret of the key this browser signed in with (a rotation asks for it
+        # again); a rotation made here shows the new one, which it is from then on.
+        self.secret: str | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -59,6 +63,8 @@ class Browser:
         r = self.client.post(path, data=data, follow_redirects=False, **kwargs)
         self.responses.append(r)
         assert r.status_code < 500, r.text
+        if r.status_code == 200 and 'id="new-api-secret"' in r.text:
+            self.secret = Dom(r.text).text("new-api-secret")
         return r
 
     def page(self, path: str, /, **params: str) -> Dom:
@@ -73,12 +79,15 @@ class Browser:
     def login(self, key: str, secret: str) -> httpx.Response:
         form = self.page("/console/login").fields("login-form")
         assert form["csrf_token"] == self.client.cookies.get("kassa_csrf")
+        self.secret = secret
         return self.post("/console/login", {"csrf_token": str(form["csrf_token"]),
                                             "api_key": key, "api_secret": secret})
 
     def form(self, path: str, form_id: str, **values: str) -> dict[str, str]:
         """What the page's form would send (its hidden fields too), with `values` chosen."""
         fields = {k: v or "" for k, v in self.page(path).fields(form_id).items()}
+        if "api_secret" in fields and self.secret is not None:  # a rotation's confirmation
+            fields["api_secret"] = self.secret
         return {**fields, **values}
 
     @property
@@ -664,6 +673,7 @@ def test_the_eleventh_sign_in_in_a_minute_is_refused(limited: KassaServer) -> No
         r = second.login(shop.test_key, shop.test_secret)  # the 11th, right as well
         assert time.monotonic() - started < 50  # all within the minute
         assert r.status_code == 429, r.text
+        assert 1 <= int(r.headers["retry-after"]) <= 60
         assert r.headers["content-type"] == HTML
         assert Dom(r.text).text("login-error") == (
             "Too many attempts. Wait a minute and try again.")
@@ -882,7 +892,8 @@ def test_refunds_from_the_console(web: KassaServer, shop: Merchant,
     b = browsers(shop.test_key, shop.test_secret)
     page = b.page(f"/console/orders/{order_id}")
     form = page.fields("refund-form")
-    assert set(form) == {"csrf_token", "amount", "reason", "reason_detail", "refund_method"}
+    assert set(form) == {"csrf_token", "form_key", "amount", "reason", "reason_detail",
+                         "refund_method"}
     token = str(form["csrf_token"])
     path = f"/console/orders/{order_id}/refund"
 
@@ -1371,3 +1382,173 @@ def test_every_page_in_chinese(web: KassaServer, shop: Merchant,
     finally:
         client.delete(f"/api/v1/webhooks/endpoints/{endpoint_id}")
         receiver.down()
+
+
+# --- keys on their way out, sessions bound to their key, forms sent twice ------------------
+
+def rotated(r: httpx.Response) -> tuple[str, str]:
+    assert r.status_code == 200, r.text
+    page = Dom(r.text)
+    return page.text("new-api-key"), page.text("new-api-secret")
+
+
+def test_a_rotated_key_opens_no_session_and_rotating_again_ends_its_grace(
+        web: KassaServer, shop: Merchant, browsers: Callable[..., Browser]) -> None:
+    a = browsers(shop.test_key, shop.test_secret)
+    key1, secret1 = rotated(a.post("/console/keys/rotate", a.form(
+        "/console/keys", "rotate-key-form", grace_seconds="86400")))
+    assert api_works(shop.test)  # in its grace period for the API...
+    r = browsers().login(shop.test_key, shop.test_secret)  # ... but not for the console
+    assert r.status_code == 401 and session_cookie(r) is None
+    assert Dom(r.text).text("login-error") == (
+        "This API key has been rotated. Sign in with the new one.")
+    # Rotating again (now) ends every older key at once, a day's grace or not.
+    key2, secret2 = rotated(a.post("/console/keys/rotate", a.form(
+        "/console/keys", "rotate-key-form", grace_seconds="0")))
+    assert not api_works(shop.test)
+    with web.client(key1, secret1) as c1, web.client(key2, secret2) as c2:
+        assert not api_works(c1) and api_works(c2)
+    assert a.signed_in()  # the rotating session goes on with the newest key
+
+
+def test_a_session_lasts_no_longer_than_its_key(web: KassaServer, shop: Merchant,
+                                                browsers: Callable[..., Browser],
+                                                clock: Callable[[float], None]) -> None:
+    """A key ended otherwise than from this session (here by the service itself) ends the
+    sessions opened with it when it stops working."""
+    b = browsers(shop.test_key, shop.test_secret)
+    principal = web.db.write_sync(
+        lambda conn: accounts.resolve_key(conn, web.ctx, shop.test_key))
+    assert principal is not None
+    web.db.write_sync(lambda conn: accounts.rotate_api_key(
+        conn, web.ctx, principal=principal, grace_seconds=60))
+    clock(59)
+    assert b.signed_in()
+    clock(2)
+    assert not b.signed_in() and not api_works(shop.test)
+
+
+def test_a_rotation_asks_for_the_secret_again(web: KassaServer, shop: Merchant,
+                                              browsers: Callable[..., Browser]) -> None:
+    """A stolen session cookie alone makes no API key or webhook secret of its own."""
+    a = browsers(shop.test_key, shop.test_secret)
+    for wrong in ("", "sk_wrong", shop.live_secret, shop.test_secret + "x", "s" * 201):
+        r = a.post("/console/keys/rotate", a.form("/console/keys", "rotate-key-form",
+                                                  grace_seconds="0", api_secret=wrong))
+        assert r.status_code == 403, (wrong, r.text)
+        page = Dom(r.text)
+        assert "Nothing was rotated" in page.text("rotate-error")
+        assert "new-api-key" not in page and (not wrong or wrong not in r.text)
+        assert api_works(shop.test)
+    live = browsers(shop.live_key, shop.live_secret)
+    before = shop.live.get("/api/v1/webhooks/secret").json()
+    r = live.post("/console/webhook-secret/rotate", live.form(
+        "/console/keys", "rotate-secret-form", api_secret=shop.test_secret))
+    assert r.status_code == 403 and "new-webhook-secret" not in Dom(r.text)
+    assert shop.live.get("/api/v1/webhooks/secret").json() == before
+
+
+def test_the_demo_accounts_published_key_cannot_be_rotated(
+        web: KassaServer, browsers: Callable[..., Browser]) -> None:
+    """Anyone may sign in with the seed's sandbox key; none may take it from the others."""
+    web.db.write_sync(lambda conn: accounts.ensure_demo_account(conn, web.ctx))
+    demo = browsers(accounts.DEMO_TEST_KEY, accounts.DEMO_TEST_SECRET)
+    r = demo.post("/console/keys/rotate", demo.form("/console/keys", "rotate-key-form",
+                                                    grace_seconds="0"))
+    page = assert_problem(r, 400, "bad_request")
+    assert "cannot be rotated" in page.text("problem-message")
+    with web.client(accounts.DEMO_TEST_KEY, accounts.DEMO_TEST_SECRET) as client:
+        assert api_works(client)
+    assert demo.signed_in()
+
+
+def test_a_refund_form_sent_twice_refunds_once(web: KassaServer, shop: Merchant,
+                                               browsers: Callable[..., Browser]) -> None:
+    """A double click or a reload sends the same form again: one refund. A form shown
+    again is a new refund; the same form with another amount is refused."""
+    (_, order_id), = paid_tasks(web, shop.test, 5000)
+    b = browsers(shop.test_key, shop.test_secret)
+    page_path, path = f"/console/orders/{order_id}", f"/console/orders/{order_id}/refund"
+    form = b.form(page_path, "refund-form", amount="10.00", reason="quality_issue",
+                  refund_method="balance")
+    for _ in range(2):
+        r = b.post(path, form)
+        assert (r.status_code, r.headers["location"]) == (
+            303, f"{page_path}?notice=refund_requested")
+    assert query(shop.test, order_id)["refunded_cents"] == 1000
+    assert len(Dom(b.get(page_path).text).rows("refunds", "refund-id")) == 1
+    r = b.post(path, b.form(page_path, "refund-form", amount="10.00",
+                            reason="quality_issue", refund_method="balance"))
+    assert r.status_code == 303
+    assert query(shop.test, order_id)["refunded_cents"] == 2000
+    r = b.post(path, {**form, "amount": "5.00"})
+    assert r.status_code == 400 and "refund-error" in Dom(r.text)
+    assert query(shop.test, order_id)["refunded_cents"] == 2000
+
+
+def test_ended_sessions_are_swept_at_any_sign_in(web: KassaServer, shop: Merchant,
+                                                 browsers: Callable[..., Browser],
+                                                 clock: Callable[[float], None]) -> None:
+    browsers(shop.test_key, shop.test_secret)
+    assert len(stored_sessions(web, shop.account_id)) == 1
+    clock(web.settings.console_idle_seconds + 1)
+    other = web.merchant(name="Another Sweeper")
+    browsers(other.test_key, other.test_secret)
+    assert stored_sessions(web, shop.account_id) == []
+
+
+def test_sign_ins_and_rotations_are_logged_without_secrets(
+        web: KassaServer, shop: Merchant, browsers: Callable[..., Browser],
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="kassa.console"):
+        assert browsers().login(shop.test_key, "sk_wrong_" + shop.test_secret
+                                ).status_code == 401
+        a = browsers(shop.test_key, shop.test_secret)
+        key, secret = rotated(a.post("/console/keys/rotate", a.form(
+            "/console/keys", "rotate-key-form", grace_seconds="3600")))
+    lines = [r.getMessage() for r in caplog.records if r.name == "kassa.console"]
+    assert any("sign-in refused" in line for line in lines), lines
+    assert any(f"sign-in: account {shop.account_id}, test mode" in line for line in lines)
+    assert any(f"API key of account {shop.account_id} was rotated" in line
+               and "3600 s" in line for line in lines), lines
+    for secret_text in (shop.test_key, shop.test_secret, key, secret):
+        assert not any(secret_text in line for line in lines)
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KassaServer]:
+    """A server whose API caches key lookups for a minute, as in production (SQLite)."""
+    tmp = tmp_path_factory.mktemp("console-cached")
+    with own_database_url("sqlite", tmp) as url:
+        srv = KassaServer(make_settings(tmp, url, auth_cache_seconds=60.0)).start()
+        try:
+            yield srv
+        finally:
+            srv.stop()
+
+
+def test_the_api_does_not_take_a_rotated_key_from_its_cache(cached: KassaServer) -> None:
+    shop = cached.merchant()
+    assert api_works(shop.test)  # looked up, cached for a minute
+    b = Browser(cached)
+    try:
+        assert b.login(shop.test_key, shop.test_secret).status_code == 303
+        key1, secret1 = rotated(b.post("/console/keys/rotate", b.form(
+            "/console/keys", "rotate-key-form", grace_seconds="0")))
+        assert not api_works(shop.test)  # forgotten by the process that rotated it
+        # A key rotated elsewhere with a grace shorter than the cache's minute: cached no
+        # longer than it works.
+        principal = cached.db.write_sync(
+            lambda conn: accounts.resolve_key(conn, cached.ctx, key1))
+        assert principal is not None
+        cached.db.write_sync(lambda conn: accounts.rotate_api_key(
+            conn, cached.ctx, principal=principal, grace_seconds=30))
+        with cached.client(key1, secret1) as c1:
+            assert api_works(c1)
+            cached.ctx.clock.advance(31)
+            try:
+                assert not api_works(c1)
+            finally:
+                cached.ctx.clock.advance(-31)
+    finally:
+        b.close()

@@ -28,26 +28,23 @@ def _active(now: datetime) -> ColumnElement[bool]:
     return or_(api_keys.c.revoked_at.is_(None), api_keys.c.revoked_at > now)
 
 
-def find_active_key(conn: Connection, key_hash: str, now: datetime) -> AnyRow | None:
+def find_active_key(conn: Connection, key_hash: str, now: datetime | None) -> AnyRow | None:
+    """A key usable at `now` (None: a key ever made, revoked or not) with its account."""
     stmt = (
         select(
             api_keys.c.account_id,
             api_keys.c.mode,
             api_keys.c.secret_hash,
+            api_keys.c.revoked_at,
             accounts.c.tier,
             accounts.c.name,
         )
         .join(accounts, accounts.c.account_id == api_keys.c.account_id)
-        .where(api_keys.c.key_hash == key_hash, _active(now))
+        .where(api_keys.c.key_hash == key_hash)
     )
+    if now is not None:
+        stmt = stmt.where(_active(now))
     return conn.execute(stmt).first()
-
-
-def account_of_key(conn: Connection, key_hash: str) -> str | None:
-    """The account a key belongs to, revoked or not."""
-    value = conn.execute(select(api_keys.c.account_id)
-                         .where(api_keys.c.key_hash == key_hash)).scalar()
-    return None if value is None else str(value)
 
 
 def active_keys(conn: Connection, *, account_id: str, mode: str, now: datetime
@@ -68,15 +65,22 @@ def key_count(conn: Connection, *, account_id: str, mode: str) -> int:
                             .where(c.account_id == account_id, c.mode == mode)).scalar_one())
 
 
-def revoke_keys(conn: Connection, *, account_id: str, mode: str, at: datetime) -> int:
-    """Every key of the account's mode not yet revoked stops working at `at` (a key already
-    on its way out keeps its earlier end)."""
+def revoke_keys(conn: Connection, *, account_id: str, mode: str, at: datetime) -> None:
+    """Every key of the account's mode stops working at `at` at the latest: keys in use,
+    and keys still in an earlier grace period that would end later (rotating again
+    shortens a leaked key's grace)."""
     c = api_keys.c
-    result = conn.execute(update(api_keys)
-                          .where(c.account_id == account_id, c.mode == mode,
-                                 c.revoked_at.is_(None))
-                          .values(revoked_at=at))
-    return int(result.rowcount or 0)
+    conn.execute(update(api_keys)
+                 .where(c.account_id == account_id, c.mode == mode,
+                        or_(c.revoked_at.is_(None), c.revoked_at > at))
+                 .values(revoked_at=at))
+
+
+def lock_account(conn: Connection, account_id: str) -> None:
+    """Hold the account's row until the transaction ends (rotations one at a time; SQLite's
+    writer is already alone)."""
+    conn.execute(select(accounts.c.account_id).where(accounts.c.account_id == account_id)
+                 .with_for_update())
 
 
 def insert_account(conn: Connection, *, account_id: str, name: str, tier: str,

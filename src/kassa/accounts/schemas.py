@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -31,6 +32,8 @@ class Principal:
     tier: str
     name: str
     secret_hash: str
+    # When the key stops working: set once it has been rotated (its grace period), else None.
+    key_expires_at: datetime | None = None
 
     @property
     def live(self) -> bool:

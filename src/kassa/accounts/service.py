@@ -110,19 +110,16 @@ def ensure_demo_account(conn: Connection, ctx: ServiceContext) -> NewAccount | N
     return account
 
 
-def demo_account_credentials(conn: Connection, ctx: ServiceContext
-                             ) -> tuple[str, str, bool] | None:
-    """(account_id, webhook secret, whether the published test key still works) of the
-    demo account, if it exists (its test key may have been rotated in the console)."""
-    key_hash = keyed_hash(ctx.server_key, DEMO_TEST_KEY)
-    account_id = repository.account_of_key(conn, key_hash)
-    if account_id is None:
+def demo_account_credentials(conn: Connection, ctx: ServiceContext) -> tuple[str, str] | None:
+    """(account_id, webhook secret) of the demo account, if it exists."""
+    row = repository.find_active_key(conn, keyed_hash(ctx.server_key, DEMO_TEST_KEY),
+                                     ctx.clock.now())
+    if row is None:
         return None
-    account = repository.get_account(conn, account_id)
+    account = repository.get_account(conn, row.account_id)
     assert account is not None
-    active = repository.find_active_key(conn, key_hash, ctx.clock.now()) is not None
-    return account_id, webhook_secret(ctx.server_key, account_id,
-                                      account.webhook_secret_version), active
+    return row.account_id, webhook_secret(ctx.server_key, row.account_id,
+                                          account.webhook_secret_version)
 
 
 def resolve_key(conn: Connection, ctx: ServiceContext, api_key: str) -> Principal | None:
@@ -132,7 +129,7 @@ def resolve_key(conn: Connection, ctx: ServiceContext, api_key: str) -> Principa
     if row is None:
         return None
     return Principal(account_id=row.account_id, mode=row.mode, tier=row.tier, name=row.name,
-                     secret_hash=row.secret_hash)
+                     secret_hash=row.secret_hash, key_expires_at=row.revoked_at)
 
 
 def check_secret(ctx: ServiceContext, principal: Principal, api_secret: str) -> None:
@@ -168,6 +165,13 @@ def rotate_api_key(conn: Connection, ctx: ServiceContext, *, principal: Principa
     `generation` (key_generation as the caller saw it), a rotation since is AlreadyRotated."""
     if not 0 <= grace_seconds <= MAX_KEY_GRACE_SECONDS:
         raise ValidationError(f"the grace period is 0 to {MAX_KEY_GRACE_SECONDS} seconds")
+    repository.lock_account(conn, principal.account_id)  # concurrent rotations in turn
+    demo = repository.find_active_key(conn, keyed_hash(ctx.server_key, DEMO_TEST_KEY), now=None)
+    if demo is not None and (demo.account_id, demo.mode) == (principal.account_id,
+                                                             principal.mode):
+        raise ValidationError("The demo account's sandbox key is published (anyone may use "
+                              "it) and cannot be rotated; create an account of your own "
+                              "with `kassa accounts create`")
     if generation is not None and generation != key_generation(conn, principal=principal):
         raise AlreadyRotated("The API key has been rotated since this form was shown; "
                              "nothing was rotated again")

@@ -100,19 +100,21 @@ api_keys = Table(
     Index(None, "account_id"),
 )
 
-# Merchant console sessions (kassa.console): a signed-in browser, found by the keyed hash
+# Merchant console sessions (kassa.sessions): a signed-in browser, found by the keyed hash
 # of its cookie's token (the token itself is never stored). A session is one account in
-# one mode, as the API key it was opened with.
+# one mode, as the API key it was opened with, and lasts no longer than that key.
 console_sessions = Table(
     "console_sessions",
     metadata,
     Column("session_hash", String(64), primary_key=True),
     Column("account_id", String(40), nullable=False),
     Column("mode", String(4), nullable=False),
+    Column("key_hash", String(64), nullable=False),  # the API key it was opened with
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_seen_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),  # absolute end, whatever the use
     ForeignKeyConstraint(["account_id"], ["accounts.account_id"]),
+    ForeignKeyConstraint(["key_hash"], ["api_keys.key_hash"]),
     Index(None, "account_id", "mode"),
 )
 

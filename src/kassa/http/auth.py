@@ -1,12 +1,12 @@
 """API credentials: `Authorization: Bearer <key>` plus `X-API-Secret` (SPEC §1).
 
-Lookups are cached for a few seconds by keyed hash; the secret is compared in
-constant time on every request.
+Lookups are cached for a few seconds by keyed hash (never past a rotated key's end, and
+forgotten at once when the console rotates a key in this process); the secret is compared
+in constant time on every request.
 """
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 
 from starlette.datastructures import Headers
@@ -44,15 +44,24 @@ class Authenticator:
             accounts.check_secret(self.ctx, principal, secret)
         return principal
 
+    def forget(self, account_id: str, mode: str) -> None:
+        """Drop the cached keys of an account's mode (its key was just rotated)."""
+        for key_hash, (_, principal) in list(self._cache.items()):
+            if (principal.account_id, principal.mode) == (account_id, mode):
+                self._cache.pop(key_hash, None)
+
     async def _lookup(self, api_key: str) -> Principal | None:
         key_hash = keyed_hash(self.ctx.server_key, api_key)
-        now = time.monotonic()
+        now = self.ctx.clock.now().timestamp()
         hit = self._cache.get(key_hash)
         if hit is not None and hit[0] > now:
             return hit[1]
         principal = await self.db.read(lambda conn: accounts.resolve_key(conn, self.ctx, api_key))
         if principal is not None:
-            self._cache[key_hash] = (now + self.ttl, principal)
+            until = now + self.ttl
+            if principal.key_expires_at is not None:  # a rotated key: not a moment longer
+                until = min(until, principal.key_expires_at.timestamp())
+            self._cache[key_hash] = (until, principal)
             self._cache.move_to_end(key_hash)
             while len(self._cache) > _CACHE_SIZE:
                 self._cache.popitem(last=False)

@@ -1,4 +1,4 @@
-"""The merchant console (SPEC §10): HTTP only. Sessions are kassa.console's; what a page
+"""The merchant console (SPEC §10): HTTP only. Sign-in sessions are kassa.sessions'; what a page
 shows and what a button does are the services' the API uses, called with the session's
 principal, so the console sees exactly what the account's API key of that mode sees.
 
@@ -29,23 +29,26 @@ the POST that made them, never in a URL, a redirect or a log line.
 from __future__ import annotations
 
 import functools
+import logging
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 import pydantic
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from kassa.accounts import service as accounts
-from kassa.accounts.schemas import Principal
+from kassa.accounts.schemas import KeyPair, Principal
 from kassa.balances import service as balances
-from kassa.console import service as sessions
 from kassa.context import ServiceContext
 from kassa.core.money import MoneyError, parse_decimal_amount
 from kassa.db.database import Database
@@ -54,17 +57,20 @@ from kassa.history import service as history
 from kassa.history.schemas import TransactionsQuery
 from kassa.http.api import validation_error, write_unit
 from kassa.http.ratelimit import RateLimiter
+from kassa.idempotency import service as idempotency
 from kassa.invoices import service as invoices
 from kassa.invoices.schemas import PDF, invoice_filename
 from kassa.payments import service as payments
 from kassa.refunds import service as refunds
-from kassa.refunds.schemas import RefundRequest
+from kassa.refunds.schemas import RefundRequest, render_refund
+from kassa.sessions import service as sessions
 from kassa.web import csrf
 from kassa.web.i18n import format_amount, translator
 from kassa.web.pages import PAGE_HEADERS, Pages, read_form
 from kassa.webhooks import service as webhooks
 from kassa.webhooks.schemas import DeliveriesQuery, EndpointCreate, EventsQuery
 
+log = logging.getLogger("kassa.console")
 SESSION_COOKIE = "kassa_console"
 PATH = "/console"
 PAGE_SIZE = 20
@@ -79,6 +85,8 @@ PAID = ("completed", "refunded")
 REFUND_REASONS = ("task_cancelled", "quality_issue", "task_failed", "duplicate_payment", "other")
 KEY_GRACE_CHOICES = (0, 3600, 86400)
 NOTICES = frozenset({"refund_requested", "resent", "endpoint_created"})
+ALREADY_ROTATED = AlreadyRotated("This was rotated since the page was shown (was the form "
+                                 "sent twice?); nothing was rotated again")
 
 Page = Callable[[Request, sessions.Session, str, bool], Awaitable[Response]]
 
@@ -98,6 +106,9 @@ class ConsolePages(Pages):
         self.login_limiter = login_limiter
         # Wakes this process's deliverer after a committed write (a refund, a resend).
         self.after_write: Callable[[], None] | None = None
+        # Told (account_id, mode) after a key rotation: this process's API forgets the
+        # keys it had looked up (others within auth_cache_seconds).
+        self.on_key_rotated: Callable[[str, str], None] | None = None
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -105,14 +116,17 @@ class ConsolePages(Pages):
         token = request.cookies.get(SESSION_COOKIE)
         if not sessions.plausible_token(token):
             return None
-        found = await self.db.read(lambda conn: sessions.session(conn, self.ctx, token))
+        found = await self.db.read(lambda conn: sessions.session(conn, self.ctx, token=token))
         if found is not None and found.needs_touch:
-            await self.db.write(lambda conn: sessions.touch(
-                conn, self.ctx, session_hash=found.session_hash))
+            try:  # best effort: a busy database costs a minute of idle time, not the page
+                await self.db.write(lambda conn: sessions.touch(
+                    conn, self.ctx, session_hash=found.session_hash))
+            except DBAPIError as exc:
+                log.warning("console session not touched: %s", type(exc).__name__)
         return found
 
     def _csrf(self, request: Request) -> str:
-        return sessions.csrf_token(self.ctx, request.cookies[SESSION_COOKIE])
+        return sessions.csrf_token(self.ctx, token=request.cookies[SESSION_COOKIE])
 
     @staticmethod
     def _to_login() -> RedirectResponse:
@@ -131,8 +145,8 @@ class ConsolePages(Pages):
                 return self._problem(request, session, lang, 400)  # no column takes NUL
             if post:
                 form = await read_form(request)
-                if not sessions.csrf_ok(self.ctx, request.cookies[SESSION_COOKIE],
-                                        form.get(csrf.FIELD)):
+                if not sessions.csrf_ok(self.ctx, token=request.cookies[SESSION_COOKIE],
+                                        submitted=form.get(csrf.FIELD)):
                     return self._problem(request, session, lang, 403)
                 request.state.form = form
             return await handler(request, session, lang, remember)
@@ -201,23 +215,33 @@ class ConsolePages(Pages):
         form = await read_form(request)
         if not csrf.tokens_match(request.cookies.get(csrf.COOKIE), form.get(csrf.FIELD)):
             return self._login_page(request, lang, False, status=403, error="forbidden")
-        client = request.client.host if request.client else "unknown"
+        client = _client(request)
         try:
             await self.login_limiter.hit(f"console-login:{client}")
-        except RateLimited:
-            return self._login_page(request, lang, False, status=429, error="rate_limited")
+        except RateLimited as exc:
+            log.warning("console sign-in refused from %s: too many attempts", client)
+            response = self._login_page(request, lang, False, status=429,
+                                        error="rate_limited")
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
         api_key, api_secret = form.get("api_key", ""), form.get("api_secret", "")
         previous = request.cookies.get(SESSION_COOKIE)
 
         def unit(conn: Connection) -> tuple[str, Principal]:
             signed_in = sessions.sign_in(conn, self.ctx, api_key=api_key,
                                          api_secret=api_secret)
-            sessions.sign_out(conn, self.ctx, previous)  # a browser holds one session
+            sessions.sign_out(conn, self.ctx, token=previous)  # a browser, one session
             return signed_in
         try:
-            token, _ = await self._write(unit)
-        except AuthError:
-            return self._login_page(request, lang, False, status=401, error="invalid")
+            token, principal = await self._write(unit)
+        except AuthError as exc:
+            rotated = exc.extra.get("reason") == "rotated"
+            log.warning("console sign-in refused from %s: %s", client,
+                        "a rotated key" if rotated else "unknown key or wrong secret")
+            return self._login_page(request, lang, False, status=401,
+                                    error="rotated" if rotated else "invalid")
+        log.info("console sign-in: account %s, %s mode, from %s", principal.account_id,
+                 principal.mode, client)
         response = RedirectResponse(f"{PATH}/overview", status_code=303, headers=PAGE_HEADERS)
         response.set_cookie(SESSION_COOKIE, token, path=PATH, secure=self._secure,
                             httponly=True, samesite="strict",
@@ -230,10 +254,10 @@ class ConsolePages(Pages):
         if session is not None:
             form = await read_form(request)
             token = request.cookies[SESSION_COOKIE]
-            if not sessions.csrf_ok(self.ctx, token, form.get(csrf.FIELD)):
+            if not sessions.csrf_ok(self.ctx, token=token, submitted=form.get(csrf.FIELD)):
                 lang, _ = self._language(request)
                 return self._problem(request, session, lang, 403)
-            await self._write(lambda conn: sessions.sign_out(conn, self.ctx, token))
+            await self._write(lambda conn: sessions.sign_out(conn, self.ctx, token=token))
         response = self._to_login()
         response.delete_cookie(SESSION_COOKIE, path=PATH)
         return response
@@ -339,7 +363,7 @@ class ConsolePages(Pages):
                             order=order,
                             refunds=its_refunds, refundable=refundable,
                             paid=order["status"] in PAID, reasons=REFUND_REASONS,
-                            error=error, form=form or {})
+                            error=error, form=form or {}, form_key=secrets.token_urlsafe(16))
 
     async def order(self, request: Request, session: sessions.Session, lang: str,
                     remember: bool) -> Response:
@@ -376,9 +400,20 @@ class ConsolePages(Pages):
             return await self._order_page(request, session, lang, remember, status=400,
                                           error=validation_error(exc, "form").message,
                                           form=form)
+        def refund(conn: Connection) -> idempotency.Response:
+            made = refunds.request_refund(conn, self.ctx, principal=p, request=request_model)
+            return 200, orjson.dumps(render_refund(made))
+        unit: Callable[[Connection], idempotency.Response] = refund
+        form_key = form.get("form_key", "")
+        if form_key:  # the form sent twice (a double click, a reload) refunds once
+            unit = idempotency.idempotent(
+                self.ctx, account_id=p.account_id, mode=p.mode,
+                key=idempotency.check_key(f"console:{form_key}"),
+                req_hash=idempotency.request_hash(
+                    "POST", request.url.path, request_model.model_dump_json().encode()),
+                work=refund)
         try:
-            await self._write(lambda conn: refunds.request_refund(
-                conn, self.ctx, principal=p, request=request_model))
+            await self._write(unit)
         except KassaError as exc:
             return await self._order_page(request, session, lang, remember,
                                           status=exc.http_status, error=exc.message,
@@ -507,7 +542,8 @@ class ConsolePages(Pages):
         return self._back(back, notice="resent")
 
     async def _keys_page(self, request: Request, session: sessions.Session, lang: str,
-                         remember: bool, **shown_once: Any) -> Response:
+                         remember: bool, *, status: int = 200, error: str | None = None,
+                         **shown_once: Any) -> Response:
         """The keys page; after a rotation (a POST's answer) with what was made, shown
         this once. Its rotation forms carry the key generation and secret version they
         were shown with, so a form sent again (a reload) rotates nothing twice."""
@@ -519,7 +555,8 @@ class ConsolePages(Pages):
                     webhooks.secret_version(conn, principal=p) if p.live else None)
         keys, generation, version = await self._read(unit)
         return self._render(request, session, "console/keys.html", lang, remember,
-                            section="keys", here=f"{PATH}/keys", keys=keys,
+                            status=status, error=error, section="keys", here=f"{PATH}/keys",
+                            keys=keys,
                             grace_choices=KEY_GRACE_CHOICES, generation=generation,
                             secret_version=version, new_key=shown_once.get("new_key"),
                             new_webhook_secret=shown_once.get("new_webhook_secret"))
@@ -540,18 +577,42 @@ class ConsolePages(Pages):
             return self._problem(request, session, lang, 400)
         if grace is None or grace not in KEY_GRACE_CHOICES:
             return self._problem(request, session, lang, 400)
+        p = session.principal
+        # A form sent again (a reload of the new key's page) first hears that the key was
+        # rotated since; the service checks it again under the account's lock.
+        if generation is not None and generation != await self._read(
+                lambda conn: accounts.key_generation(conn, principal=p)):
+            return self._problem(request, session, lang, 409, ALREADY_ROTATED.message)
+        if not self._secret_confirmed(session, form):
+            return await self._keys_page(request, session, lang, remember, status=403,
+                                         error=translator(lang)("console.keys.bad_secret"))
 
-        def unit(conn: Connection) -> Any:
-            pair = accounts.rotate_api_key(conn, self.ctx, principal=session.principal,
-                                           grace_seconds=grace,
+        def unit(conn: Connection) -> KeyPair:
+            pair = accounts.rotate_api_key(conn, self.ctx, principal=p, grace_seconds=grace,
                                            generation=generation)
-            sessions.end_other_sessions(conn, current=session)
+            sessions.after_rotation(conn, self.ctx, current=session, new_api_key=pair.api_key)
             return pair
         try:
             pair = await self._write(unit)
-        except AlreadyRotated as exc:
+        except KassaError as exc:  # rotated since (a form sent twice), the demo's key
             return self._problem(request, session, lang, exc.http_status, exc.message)
+        if self.on_key_rotated is not None:
+            self.on_key_rotated(p.account_id, p.mode)
+        log.info("console: the %s mode API key of account %s was rotated (the old one works "
+                 "%d s more), from %s", p.mode, p.account_id, grace, _client(request))
         return await self._keys_page(request, session, lang, remember, new_key=pair)
+
+    def _secret_confirmed(self, session: sessions.Session, form: dict[str, str]) -> bool:
+        """A rotation asks again for the secret of the key the session was opened with: a
+        stolen session cookie alone makes no key or webhook secret of its own."""
+        secret = form.get("api_secret", "").strip()
+        if not secret or len(secret) > sessions.CREDENTIAL_MAX:
+            return False
+        try:
+            accounts.check_secret(self.ctx, session.principal, secret)
+        except AuthError:
+            return False
+        return True
 
     async def rotate_webhook_secret(self, request: Request, session: sessions.Session,
                                     lang: str, remember: bool) -> Response:
@@ -562,6 +623,12 @@ class ConsolePages(Pages):
             version = _number(request.state.form.get("version"))
         except ValueError:
             return self._problem(request, session, lang, 400)
+        if p.live and version is not None and version != await self._read(
+                lambda conn: webhooks.secret_version(conn, principal=p)):
+            return self._problem(request, session, lang, 409, ALREADY_ROTATED.message)
+        if p.live and not self._secret_confirmed(session, request.state.form):
+            return await self._keys_page(request, session, lang, remember, status=403,
+                                         error=translator(lang)("console.keys.bad_secret"))
         try:
             view = await self._write(lambda conn: webhooks.rotate_secret(
                 conn, self.ctx, principal=p, grace_period_seconds=None,
@@ -569,6 +636,8 @@ class ConsolePages(Pages):
         except KassaError as exc:
             return self._problem(request, session, lang, exc.http_status,
                                  exc.message)
+        log.info("console: the webhook secret of account %s was rotated, from %s",
+                 p.account_id, _client(request))
         return await self._keys_page(request, session, lang, remember,
                                      new_webhook_secret=view)
 
@@ -608,3 +677,8 @@ def _number(text: str | None) -> int | None:
     if not DIGITS.fullmatch(text):  # ASCII digits only ("²".isdigit() is True)
         raise ValueError("not a number")
     return int(text)
+
+
+def _client(request: Request) -> str:
+    """The client's address as this server sees it (a proxy's, behind one)."""
+    return request.client.host if request.client else "unknown"

@@ -160,6 +160,8 @@ CONSOLE_MESSAGES: dict[str, dict[str, str]] = {
         "console.login.error.invalid": "That API key and secret do not match an account.",
         "console.login.error.forbidden": "This form was open too long. Please try again.",
         "console.login.error.rate_limited": "Too many attempts. Wait a minute and try again.",
+        "console.login.error.rotated": "This API key has been rotated. Sign in with the new "
+                                       "one.",
         "console.problem.not_found": "Not found",
         "console.problem.not_found.text": "There is nothing here for this account.",
         "console.problem.forbidden": "Please try again",
@@ -256,6 +258,10 @@ CONSOLE_MESSAGES: dict[str, dict[str, str]] = {
         "console.keys.rotate_hint": "A new key and secret are made and shown once. Other "
                                     "console sessions of this mode are signed out.",
         "console.keys.rotate": "Rotate API key",
+        "console.keys.confirm_secret": "Your current API secret (of the key you signed in "
+                                       "with)",
+        "console.keys.bad_secret": "That is not the secret of the key you signed in with. "
+                                   "Nothing was rotated.",
         "console.keys.new": "Your new API key",
         "console.keys.shown_once": "Copy it now: it is shown only once, and Kassa keeps only "
                                    "its hash.",
@@ -297,6 +303,7 @@ CONSOLE_MESSAGES: dict[str, dict[str, str]] = {
         "console.login.error.invalid": "API 密钥与 Secret 不匹配任何账户。",
         "console.login.error.forbidden": "表单打开时间过长，请重试。",
         "console.login.error.rate_limited": "尝试次数过多，请一分钟后再试。",
+        "console.login.error.rotated": "该 API 密钥已轮换，请使用新的密钥登录。",
         "console.problem.not_found": "未找到",
         "console.problem.not_found.text": "该账户下没有此内容。",
         "console.problem.forbidden": "请重试",
@@ -391,6 +398,8 @@ CONSOLE_MESSAGES: dict[str, dict[str, str]] = {
         "console.keys.rotate_hint": ("将生成新的密钥和 Secret，仅显示一次。"
                                       "该模式下的其他后台会话将被退出。"),
         "console.keys.rotate": "轮换 API 密钥",
+        "console.keys.confirm_secret": "当前 API Secret（登录所用密钥的 Secret）",
+        "console.keys.bad_secret": "该 Secret 与登录所用的密钥不符，未做任何轮换。",
         "console.keys.new": "新的 API 密钥",
         "console.keys.shown_once": "请立即复制：仅显示一次，Kassa 只保存其哈希值。",
         "console.secret.title": "Webhook 签名密钥",

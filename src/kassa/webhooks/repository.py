@@ -361,8 +361,10 @@ def reopen(conn: Connection, *, event_id: str, targets: Sequence[str], now: date
 
 # --- the account's secret versions -----------------------------------------------------------
 
-def rotate_secret(conn: Connection, *, account_id: str, previous_until: datetime | None
-                  ) -> AnyRow:
+def rotate_secret(conn: Connection, *, account_id: str, previous_until: datetime | None,
+                  from_version: int | None = None) -> AnyRow | None:
+    """The next secret version; with `from_version`, only from that version (None when
+    the secret has moved on: a conditional update, so two rotations cannot both pass)."""
     a = accounts.c
     stmt = (update(accounts).where(a.account_id == account_id)
             .values(webhook_secret_previous_version=(
@@ -372,5 +374,8 @@ def rotate_secret(conn: Connection, *, account_id: str, previous_until: datetime
                     webhook_secret_version=a.webhook_secret_version + 1)
             .returning(a.webhook_secret_version, a.webhook_secret_previous_version,
                        a.webhook_secret_previous_until))
-    return conn.execute(stmt).one()._mapping
+    if from_version is not None:
+        stmt = stmt.where(a.webhook_secret_version == from_version)
+    row = conn.execute(stmt).first()
+    return None if row is None else row._mapping
 

@@ -228,14 +228,15 @@ def rotate_secret(conn: Connection, ctx: ServiceContext, *, principal: Principal
     (both signatures are sent), so receivers can switch without losing a delivery. With
     `version` (secret_version as the caller saw it), a rotation since is AlreadyRotated."""
     _live_only(principal)
-    if version is not None and version != secret_version(conn, principal=principal):
-        raise AlreadyRotated("The webhook secret has been rotated since this form was "
-                             "shown; nothing was rotated again")
     now = ctx.clock.now()
     grace = (ctx.settings.webhook_secret_grace_seconds if grace_period_seconds is None
              else grace_period_seconds)
     until = now + timedelta(seconds=grace) if grace > 0 else None
-    row = repository.rotate_secret(conn, account_id=principal.account_id, previous_until=until)
+    row = repository.rotate_secret(conn, account_id=principal.account_id, previous_until=until,
+                                   from_version=version)
+    if row is None:
+        raise AlreadyRotated("The webhook secret has been rotated since this form was "
+                             "shown; nothing was rotated again")
     return _secret_view(ctx, principal.account_id, {**row, "account_id": principal.account_id},
                         now)
 

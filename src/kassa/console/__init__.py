@@ -1,1 +1,0 @@
-"""The merchant console's sessions: signing in with an API key and secret, and staying so."""
