@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import uuid
+
+# An order id as Kassa hands them out ("ord_" and lowercase hex; the column holds 40), for
+# the edges that check a path before the database: anything else (NUL, a megabyte, "../x")
+# names no order.
+ORDER_ID = re.compile(r"ord_[0-9a-f]{1,36}")
 
 
 def _random(n: int) -> str:

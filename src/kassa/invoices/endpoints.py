@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-import re
 
 from sqlalchemy import Connection
 
+from kassa.core.ids import ORDER_ID
 from kassa.errors import InvalidOrderState, OrderNotFound
 from kassa.http.api import Api, Call, RawBody, Unit, UnitResult
 from kassa.invoices import service
@@ -14,14 +14,11 @@ from kassa.invoices.schemas import PDF, invoice_filename
 
 api = Api()
 TAGS = ("invoices",)
-# An order id as Kassa hands them out ("ord_" and lowercase hex; the column holds 40):
-# anything else (NUL, a megabyte, "../x") names no order and never reaches the database.
-_ORDER_ID = re.compile(r"ord_[0-9a-f]{1,36}")
 
 
 def _order_id(call: Call) -> str:
     text: str = call.request.path_params["order_id"]
-    if not _ORDER_ID.fullmatch(text):
+    if not ORDER_ID.fullmatch(text):
         shown = text[:40].replace("\x00", "")
         raise OrderNotFound(f"Order {shown} doesn't exist", order_id=shown)
     return text

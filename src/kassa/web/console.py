@@ -50,6 +50,7 @@ from kassa.accounts import service as accounts
 from kassa.accounts.schemas import KeyPair, Principal
 from kassa.balances import service as balances
 from kassa.context import ServiceContext
+from kassa.core.ids import ORDER_ID
 from kassa.core.money import MoneyError, parse_decimal_amount
 from kassa.db.database import Database
 from kassa.errors import AlreadyRotated, AuthError, KassaError, NotFound, RateLimited
@@ -75,7 +76,6 @@ SESSION_COOKIE = "kassa_console"
 PATH = "/console"
 PAGE_SIZE = 20
 # Ids as Kassa hands them out; anything else names nothing and never reaches the database.
-ORDER_ID = re.compile(r"ord_[0-9a-f]{1,36}")
 ENDPOINT_ID = re.compile(r"we_[0-9a-f]{20}")
 EVENT_ID = re.compile(r"evt_[0-9a-f]{20}")
 CURSOR = re.compile(r"[A-Za-z0-9_]{1,40}")
