@@ -249,15 +249,11 @@ class ConsolePages(Pages):
         response.delete_cookie(csrf.COOKIE, path=PATH)
         return response
 
-    async def logout(self, request: Request) -> Response:
-        session = await self._session(request)
-        if session is not None:
-            form = await read_form(request)
-            token = request.cookies[SESSION_COOKIE]
-            if not sessions.csrf_ok(self.ctx, token=token, submitted=form.get(csrf.FIELD)):
-                lang, _ = self._language(request)
-                return self._problem(request, session, lang, 403)
-            await self._write(lambda conn: sessions.sign_out(conn, self.ctx, token=token))
+    async def logout(self, request: Request, session: sessions.Session, lang: str,
+                     remember: bool) -> Response:
+        """POST /console/logout (a guarded POST: without a session it is at sign-in already)."""
+        token = request.cookies[SESSION_COOKIE]
+        await self._write(lambda conn: sessions.sign_out(conn, self.ctx, token=token))
         response = self._to_login()
         response.delete_cookie(SESSION_COOKIE, path=PATH)
         return response
@@ -268,10 +264,10 @@ class ConsolePages(Pages):
                        remember: bool) -> Response:
         p = session.principal
         now = self.ctx.clock.now()
-        balance = await self._read(
-            lambda conn: balances.account_balance(conn, principal=p, now=now))
-        recent, _ = await self._read(lambda conn: payments.list_orders(
-            conn, principal=p, statuses=None, starting_after=None, limit=5))
+        balance, (recent, _) = await self._read(lambda conn: (  # one snapshot
+            balances.account_balance(conn, principal=p, now=now),
+            payments.list_orders(conn, principal=p, statuses=None, starting_after=None,
+                                 limit=5)))
         return self._render(request, session, "console/overview.html", lang, remember,
                             section="overview", balance=balance, recent=recent)
 
@@ -306,20 +302,14 @@ class ConsolePages(Pages):
             return status, None
         return (status, (status,)) if status in ORDER_STATUSES else None
 
-    def _cursor(self, request: Request) -> str | bool | None:
-        """?starting_after: an order id, None when absent, False when malformed."""
-        cursor = request.query_params.get("starting_after") or None
-        if cursor is not None and not ORDER_ID.fullmatch(cursor):
-            return False
-        return cursor
-
     async def _orders_page(self, request: Request, session: sessions.Session,
                            statuses: tuple[str, ...] | None, base: dict[str, str]
                            ) -> tuple[list[dict[str, Any]], str | None] | None:
-        cursor = self._cursor(request)
-        if cursor is False:
+        """A page of orders after ?starting_after (an order of theirs) and the next page's
+        link; None for a cursor that is not one of their orders."""
+        after = request.query_params.get("starting_after") or None
+        if after is not None and not ORDER_ID.fullmatch(after):
             return None
-        after = cursor if isinstance(cursor, str) else None
         try:
             rows, more = await self._read(lambda conn: payments.list_orders(
                 conn, principal=session.principal, statuses=statuses,
@@ -649,7 +639,7 @@ class ConsolePages(Pages):
             Route(PATH, self.root, methods=["GET"]),
             Route(f"{PATH}/login", self.login_form, methods=["GET"]),
             Route(f"{PATH}/login", self.login, methods=["POST"]),
-            Route(f"{PATH}/logout", self.logout, methods=["POST"]),
+            Route(f"{PATH}/logout", g(self.logout, post=True), methods=["POST"]),
             Route(f"{PATH}/overview", g(self.overview), methods=["GET"]),
             Route(f"{PATH}/transactions", g(self.transactions), methods=["GET"]),
             Route(f"{PATH}/orders", g(self.orders), methods=["GET"]),
